@@ -1,0 +1,1 @@
+"""One simulated world shared by all simulated instruments."""

@@ -1,0 +1,549 @@
+"""The session store: one Zarr v3 group per session, append-only tables with atomic commits.
+
+Layout and guarantees are documented in ``docs/dataset.md``. In short:
+
+* A *table* is a Zarr group whose arrays share a leading row axis (``seq`` for SWEI sequences,
+  ``sample`` for indentation samples, ``pair`` for compression pairs, ...). Every array carries
+  ``dimension_names`` so ``xarray.open_zarr(path, group=table)`` gives labelled arrays.
+* :meth:`SessionStore.append` adds one *record* (one unit of work: a sequence, an indentation run)
+  of ``n_rows`` rows to every array of a table. Data is written first; the record becomes visible
+  only when the table's commit attributes (``committed_rows``, ``records``) are rewritten. Zarr's
+  local store replaces ``zarr.json`` atomically (temp file + rename), so after an exception or a
+  ``kill -9`` a record is either complete and listed, or absent. Rows written past the committed
+  length by an interrupted append are trimmed when the store is reopened for append (or by
+  ``elastolab verify --repair``).
+* Group attributes hold provenance: the config, package version, git commit, host, times.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import logging
+import os
+import platform
+import subprocess
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import zarr
+from numpy.typing import ArrayLike, NDArray
+from zarr.codecs import BloscCodec, BloscShuffle
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+STORE_FORMAT = "elastolab-session"
+LOG_DIR = "logs"
+
+
+class StoreError(RuntimeError):
+    """A problem with a session store: missing, incompatible, or given inconsistent data."""
+
+
+@dataclass(frozen=True)
+class ArraySpec:
+    """One array of a table.
+
+    Parameters
+    ----------
+    name : str
+        Array name inside the table group.
+    row_shape : tuple of int
+        Shape of one row (everything after the leading row axis).
+    dtype : str
+        NumPy dtype string, e.g. ``"complex64"``, ``"int16"``, ``"float32"``.
+    dims : tuple of str
+        Dimension names of the *whole* array, row axis first, e.g.
+        ``("seq", "frame", "depth", "lateral")``.
+    row_chunk : int
+        Rows per chunk along the row axis (1 = one record per chunk-row for sequence tables).
+    inner_chunks : tuple of int, optional
+        Chunk shape of the other axes; default the full row shape.
+    attrs : mapping
+        Extra attributes (units, grids) stored on the array.
+    """
+
+    name: str
+    row_shape: tuple[int, ...]
+    dtype: str
+    dims: tuple[str, ...]
+    row_chunk: int = 1
+    inner_chunks: tuple[int, ...] | None = None
+    attrs: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if len(self.dims) != len(self.row_shape) + 1:
+            raise StoreError(
+                f"array {self.name!r}: {len(self.dims)} dimension names for "
+                f"{len(self.row_shape) + 1} axes (row axis + {self.row_shape})"
+            )
+        if self.row_chunk < 1:
+            raise StoreError(f"array {self.name!r}: row_chunk must be >= 1")
+        np.dtype(self.dtype)  # raises TypeError on nonsense
+
+    @property
+    def chunks(self) -> tuple[int, ...]:
+        inner = self.inner_chunks if self.inner_chunks is not None else self.row_shape
+        inner = tuple(max(1, c) for c in inner)
+        return (self.row_chunk, *inner)
+
+    def schema(self) -> dict[str, Any]:
+        return {"row_shape": list(self.row_shape), "dtype": np.dtype(self.dtype).str,
+                "dims": list(self.dims)}
+
+
+def _compressor(dtype: np.dtype) -> BloscCodec:
+    # zstd level 1 with byte shuffle: fast enough to keep up with acquisition (bench/store_write.py)
+    # and still compresses int16 RF and quantised force samples well.
+    return BloscCodec(cname="zstd", clevel=1, shuffle=BloscShuffle.shuffle,
+                      typesize=dtype.itemsize if dtype.kind != "c" else dtype.itemsize // 2)
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent,
+            capture_output=True, text=True, timeout=5, check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if out.returncode != 0:
+        return None
+    return out.stdout.strip() or None
+
+
+def _package_version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("elastolab")
+    except Exception:  # not installed (running from a source tree)
+        return "0+unknown"
+
+
+def _utc_now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
+def plan_hash(plan: Any) -> str:
+    """SHA-256 of a JSON-serialisable plan (sorted keys): identifies the plan of a store."""
+    blob = json.dumps(plan, sort_keys=True, separators=(",", ":"), default=str).encode()
+    return hashlib.sha256(blob).hexdigest()
+
+
+def _to_json(value: Any) -> Any:
+    """Round-trip through JSON so attributes never hold NumPy scalars or tuples."""
+    return json.loads(json.dumps(value, default=_json_default))
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, dt.datetime):
+        return obj.isoformat()
+    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
+
+
+class Table:
+    """An append-only table of a :class:`SessionStore` (see module docstring)."""
+
+    def __init__(self, group: zarr.Group, writable: bool) -> None:
+        self._group = group
+        self._writable = writable
+
+    @property
+    def name(self) -> str:
+        return self._group.basename
+
+    @property
+    def group(self) -> zarr.Group:
+        return self._group
+
+    @property
+    def row_dim(self) -> str:
+        return str(self._group.attrs["row_dim"])
+
+    @property
+    def schema(self) -> dict[str, dict[str, Any]]:
+        return dict(self._group.attrs["schema"])
+
+    @property
+    def committed_rows(self) -> int:
+        """Rows that belong to committed records; arrays may be longer after an interruption."""
+        return int(self._group.attrs["committed_rows"])
+
+    @property
+    def records(self) -> list[dict[str, Any]]:
+        """Committed records in order: ``{"key", "start", "stop", "meta"}`` (rows [start, stop))."""
+        return list(self._group.attrs["records"])
+
+    def __len__(self) -> int:
+        return len(self._group.attrs["records"])
+
+    def keys(self) -> list[str]:
+        return [r["key"] for r in self.records]
+
+    def __contains__(self, key: str) -> bool:
+        return key in set(self.keys())
+
+    def array(self, name: str) -> zarr.Array:
+        if name not in self.schema:
+            raise StoreError(
+                f"table {self.name!r} has no array {name!r}; has {sorted(self.schema)}"
+            )
+        return _with_all_chunks(self._group[name])  # type: ignore[arg-type]
+
+    def read(self, name: str, record: int | str | None = None) -> NDArray[Any]:
+        """Committed rows of array ``name``: all of them, or those of one record (index or key)."""
+        arr = self.array(name)
+        if record is None:
+            return np.asarray(arr[: self.committed_rows])
+        rec = self._record(record)
+        return np.asarray(arr[rec["start"] : rec["stop"]])
+
+    def _record(self, record: int | str) -> dict[str, Any]:
+        records = self.records
+        if isinstance(record, str):
+            for r in records:
+                if r["key"] == record:
+                    return r
+            raise KeyError(f"table {self.name!r} has no record {record!r}")
+        return records[record]
+
+    def append(
+        self, key: str, data: Mapping[str, ArrayLike], meta: Mapping[str, Any] | None = None
+    ) -> int:
+        """Append one record atomically; returns its index.
+
+        ``data`` must give every array of the table, each shaped ``(n_rows, *row_shape)`` with the
+        same ``n_rows`` >= 1 (for one-row-per-record tables, ``n_rows`` = 1). Values are cast to
+        the array's dtype only when that is lossless for the kind (int into int, float into
+        float, ...); anything else raises before a byte is written.
+        """
+        if not self._writable:
+            raise StoreError(f"table {self.name!r} is open read-only")
+        if key in self:
+            raise StoreError(f"table {self.name!r} already has a record {key!r}")
+        schema = self.schema
+        missing = set(schema) - set(data)
+        extra = set(data) - set(schema)
+        if missing or extra:
+            raise StoreError(
+                f"table {self.name!r}: record {key!r} is missing {sorted(missing)}"
+                f" and has unknown {sorted(extra)}" if extra else
+                f"table {self.name!r}: record {key!r} is missing arrays {sorted(missing)}"
+            )
+        arrays: dict[str, np.ndarray] = {}
+        n_rows: int | None = None
+        for name, spec in schema.items():
+            value = np.asarray(data[name])
+            want = tuple(spec["row_shape"])
+            dtype = np.dtype(spec["dtype"])
+            if value.shape[1:] != want or value.ndim != len(want) + 1:
+                raise StoreError(
+                    f"table {self.name!r}, array {name!r}: rows must be shaped (n, {want}), "
+                    f"got {value.shape}"
+                )
+            if n_rows is None:
+                n_rows = value.shape[0]
+            elif value.shape[0] != n_rows:
+                raise StoreError(
+                    f"table {self.name!r}: arrays of record {key!r} have different row counts "
+                    f"({name!r} has {value.shape[0]}, others {n_rows})"
+                )
+            if not np.can_cast(value.dtype, dtype, casting="same_kind"):
+                raise StoreError(
+                    f"table {self.name!r}, array {name!r}: cannot store {value.dtype} as {dtype}"
+                )
+            arrays[name] = value.astype(dtype, copy=False)
+        assert n_rows is not None
+        if n_rows < 1:
+            raise StoreError(f"table {self.name!r}: record {key!r} has no rows")
+
+        start = self.committed_rows
+        stop = start + n_rows
+        for name, value in arrays.items():
+            arr = self.array(name)
+            if arr.shape[0] != stop:
+                arr.resize((stop, *arr.shape[1:]))
+            arr[start:stop] = value
+        # The commit: one atomic rewrite of the table's zarr.json. (Not ``attrs.update``: zarr's
+        # Attributes inherits MutableMapping.update, which rewrites the file once per key.)
+        records = self.records
+        meta_json = _to_json(dict(meta or {}))
+        records.append({"key": key, "start": start, "stop": stop, "meta": meta_json})
+        self._group.update_attributes({"committed_rows": stop, "records": records})
+        return len(records) - 1
+
+    def discard_uncommitted(self) -> int:
+        """Trim rows past the committed length (left by an interrupted append); returns how many."""
+        committed = self.committed_rows
+        trimmed = 0
+        for name in self.schema:
+            arr = self._group[name]
+            if arr.shape[0] > committed:
+                trimmed = max(trimmed, arr.shape[0] - committed)
+                arr.resize((committed, *arr.shape[1:]))
+        return trimmed
+
+    def update_meta(self, key: str, **values: Any) -> None:
+        """Add fields to a committed record's metadata (e.g. analysis results)."""
+        records = self.records
+        for r in records:
+            if r["key"] == key:
+                r["meta"].update(_to_json(values))
+                self._group.attrs["records"] = records
+                return
+        raise KeyError(f"table {self.name!r} has no record {key!r}")
+
+
+class SessionStore:
+    """A session's Zarr v3 store. Create with :meth:`create`, open with :meth:`open`."""
+
+    def __init__(self, path: Path, root: zarr.Group, mode: Literal["r", "a"]) -> None:
+        self.path = path
+        self.root = root
+        self.mode = mode
+
+    # -- lifecycle -------------------------------------------------------------------------
+    @classmethod
+    def create(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        config: Mapping[str, Any] | None = None,
+        plan: Any = None,
+        kind: str = "session",
+    ) -> SessionStore:
+        """Create a new store at ``path``; refuses to touch anything that already exists."""
+        path = Path(path)
+        if path.exists():
+            raise StoreError(f"{path} already exists; refusing to overwrite it (resume it or pick "
+                             "another path)")
+        root = zarr.open_group(str(path), mode="w-", zarr_format=3)
+        root.update_attributes(
+            {
+                "format": STORE_FORMAT,
+                "schema_version": SCHEMA_VERSION,
+                "kind": kind,
+                "elastolab_version": _package_version(),
+                "git_commit": _git_commit(),
+                "host": platform.node(),
+                "python": platform.python_version(),
+                "created_utc": _utc_now(),
+                "config": _to_json(dict(config or {})),
+                "plan_hash": plan_hash(plan) if plan is not None else None,
+                "plan": _to_json(plan) if plan is not None else None,
+                "sessions": [],
+            }
+        )
+        root.require_group(LOG_DIR).attrs["description"] = "plain-text session logs"
+        return cls(path, root, "a")
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str], mode: Literal["r", "a"] = "r") -> SessionStore:
+        """Open an existing store. ``mode="a"`` checks the schema and trims interrupted appends."""
+        path = Path(path)
+        if not (path / "zarr.json").is_file():
+            raise StoreError(f"{path} is not a Zarr v3 store (no zarr.json); nothing opened")
+        try:
+            root = zarr.open_group(str(path), mode="r" if mode == "r" else "r+", zarr_format=3)
+        except Exception as exc:
+            raise StoreError(f"{path}: cannot open as a Zarr v3 group: {exc}") from exc
+        attrs = root.attrs.asdict()
+        if attrs.get("format") != STORE_FORMAT:
+            raise StoreError(f"{path} is a Zarr group but not an elastolab session store "
+                             f"(format attribute {attrs.get('format')!r})")
+        version = attrs.get("schema_version")
+        if version != SCHEMA_VERSION:
+            raise StoreError(
+                f"{path} has store schema version {version}; this elastolab reads version "
+                f"{SCHEMA_VERSION}. Use a matching elastolab version or convert the store."
+            )
+        store = cls(path, root, mode)
+        if mode == "a":
+            for table in store.tables():
+                trimmed = store.table(table).discard_uncommitted()
+                if trimmed:
+                    log.warning("%s: discarded %d uncommitted rows of table %r left by an "
+                                "interrupted write", path, trimmed, table)
+        return store
+
+    # -- attributes ------------------------------------------------------------------------
+    @property
+    def attrs(self) -> dict[str, Any]:
+        return self.root.attrs.asdict()
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return dict(self.root.attrs.get("config", {}))
+
+    @property
+    def plan(self) -> Any:
+        return self.root.attrs.get("plan")
+
+    def set_attrs(self, **values: Any) -> None:
+        self._check_writable()
+        self.root.update_attributes(_to_json(values))
+
+    def log_path(self) -> Path:
+        """File that session logs go to (a plain text file inside the store directory)."""
+        return self.path / LOG_DIR / "session.log"
+
+    # -- tables ----------------------------------------------------------------------------
+    def tables(self) -> list[str]:
+        """Paths of all tables (groups with a ``row_dim`` attribute), nested ones included."""
+        found: list[str] = []
+
+        def walk(group: zarr.Group, prefix: str) -> None:
+            for name, member in sorted(group.members()):
+                if isinstance(member, zarr.Group) and not (prefix == "" and name == LOG_DIR):
+                    path = f"{prefix}{name}"
+                    if "row_dim" in member.attrs:
+                        found.append(path)
+                    walk(member, path + "/")
+
+        walk(self.root, "")
+        return found
+
+    def has_table(self, path: str) -> bool:
+        return path in self.tables()
+
+    def table(self, path: str) -> Table:
+        try:
+            group = self.root[path]
+        except KeyError:
+            raise StoreError(
+                f"{self.path}: no table {path!r}; tables are {self.tables()}"
+            ) from None
+        if not isinstance(group, zarr.Group) or "row_dim" not in group.attrs:
+            raise StoreError(f"{self.path}: {path!r} is not a table")
+        return Table(group, writable=self.mode == "a")
+
+    def require_table(
+        self, path: str, *, row_dim: str, arrays: Sequence[ArraySpec],
+        attrs: Mapping[str, Any] | None = None,
+    ) -> Table:
+        """Create table ``path`` or check that the existing one has exactly this schema."""
+        for spec in arrays:
+            if spec.dims[0] != row_dim:
+                raise StoreError(f"array {spec.name!r}: first dimension must be {row_dim!r}")
+        schema = {s.name: s.schema() for s in arrays}
+        if path in self.root:
+            table = self.table(path)
+            if table.row_dim != row_dim or _to_json(table.schema) != _to_json(schema):
+                raise StoreError(
+                    f"{self.path}: table {path!r} exists with a different schema; this store was "
+                    f"written by another configuration or version.\n  stored:   "
+                    f"{json.dumps(table.schema, sort_keys=True)}\n  expected: "
+                    f"{json.dumps(schema, sort_keys=True)}"
+                )
+            return table
+        self._check_writable()
+        group = self.root.require_group(path)
+        for spec in arrays:
+            dtype = np.dtype(spec.dtype)
+            group.create_array(
+                spec.name,
+                shape=(0, *spec.row_shape),
+                chunks=spec.chunks,
+                dtype=dtype,
+                dimension_names=spec.dims,
+                compressors=_compressor(dtype),
+                fill_value=0,
+                config={"write_empty_chunks": True},
+                attributes=_to_json(dict(spec.attrs)),
+            )
+        group.update_attributes({"row_dim": row_dim, "schema": schema, "committed_rows": 0,
+                            "records": [], **_to_json(dict(attrs or {}))})
+        return Table(group, writable=True)
+
+    # -- whole arrays written by analysis ---------------------------------------------------
+    def write_array(
+        self, path: str, data: ArrayLike, *, dims: Sequence[str],
+        chunks: Sequence[int] | None = None, attrs: Mapping[str, Any] | None = None,
+        overwrite: bool = False,
+    ) -> zarr.Array:
+        """Write a complete array (analysis output) with dimension names and attributes.
+
+        The array is written under a temporary name and renamed into place only when complete,
+        so a crash never leaves a half-written result under ``path``.
+        """
+        self._check_writable()
+        value = np.asarray(data)
+        if len(dims) != value.ndim:
+            raise StoreError(f"{path}: {len(dims)} dimension names for a {value.ndim}-d array")
+        if path in self.root and not overwrite:
+            raise StoreError(f"{self.path}: {path!r} exists; pass overwrite=True to replace it")
+        parent, _, name = path.rpartition("/")
+        group = self.root.require_group(parent) if parent else self.root
+        tmp_name = f".{name}.writing"
+        if tmp_name in group:
+            del group[tmp_name]
+        arr = group.create_array(
+            tmp_name, shape=value.shape, dtype=value.dtype,
+            chunks=tuple(chunks) if chunks is not None else value.shape or (1,),
+            dimension_names=tuple(dims), compressors=_compressor(value.dtype),
+            fill_value=0, config={"write_empty_chunks": True},
+            attributes=_to_json({**dict(attrs or {}), "written_utc": _utc_now(),
+                                 "elastolab_version": _package_version()}),
+        )
+        _with_all_chunks(arr)[...] = value
+        final_dir = self.path / path
+        tmp_dir = self.path / (f"{parent}/{tmp_name}" if parent else tmp_name)
+        if final_dir.exists():
+            old = final_dir.with_name(f".{name}.old")
+            os.replace(final_dir, old)
+            os.replace(tmp_dir, final_dir)
+            _rmtree(old)
+        else:
+            os.replace(tmp_dir, final_dir)
+        return self.root[path]  # type: ignore[return-value]
+
+    def read_array(self, path: str) -> NDArray[Any]:
+        try:
+            return np.asarray(self.root[path][...])
+        except KeyError:
+            raise StoreError(f"{self.path}: no array {path!r}") from None
+
+    # -- small JSON documents (phantom table, interruptions, labels) ------------------------
+    def append_event(self, group: str, event: Mapping[str, Any]) -> None:
+        """Append a JSON event to ``group``'s ``events`` attribute (interruptions, pauses, ...)."""
+        self._check_writable()
+        g = self.root.require_group(group)
+        events = list(g.attrs.get("events", []))
+        events.append(_to_json({"utc": _utc_now(), **dict(event)}))
+        g.attrs["events"] = events
+
+    def events(self, group: str) -> list[dict[str, Any]]:
+        if group not in self.root:
+            return []
+        return list(self.root[group].attrs.get("events", []))
+
+    def _check_writable(self) -> None:
+        if self.mode != "a":
+            raise StoreError(f"{self.path} is open read-only")
+
+
+def _with_all_chunks(array: zarr.Array) -> zarr.Array:
+    """The array configured to write every chunk, even one equal to the fill value.
+
+    Zarr skips chunks that equal the fill value by default and does not persist that runtime
+    setting; we need every chunk on disk so that ``verify`` can tell lost data from zeros.
+    """
+    return array.with_config({"write_empty_chunks": True})
+
+
+def _rmtree(path: Path) -> None:
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)

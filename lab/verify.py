@@ -1,0 +1,184 @@
+"""``elastolab verify``: check a session store for anything lost, partial or inconsistent.
+
+Checks, per table: records are contiguous and cover exactly the committed rows, keys are unique,
+every array has at least the committed rows (more = an interrupted append, fixable with
+``--repair``), every chunk holding committed rows exists on disk and decodes, and floating data
+has no NaN/Inf (arrays whose ``allow_nan`` attribute is true, such as modulus maps with rejected
+pixels, may hold NaN but not Inf). Whole arrays outside tables get the chunk and value checks.
+Leftover temporary files from interrupted writes are reported.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import zarr
+
+from lab.store import LOG_DIR, SessionStore, StoreError
+
+Severity = Literal["error", "warning"]
+
+
+@dataclass(frozen=True)
+class Problem:
+    severity: Severity
+    where: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.severity.upper():7s} {self.where}: {self.message}"
+
+
+@dataclass
+class VerifyReport:
+    path: Path
+    problems: list[Problem] = field(default_factory=list)
+    checked_arrays: int = 0
+    checked_chunks: int = 0
+    repaired: list[str] = field(default_factory=list)
+
+    @property
+    def clean(self) -> bool:
+        return not any(p.severity == "error" for p in self.problems)
+
+    def add(self, severity: Severity, where: str, message: str) -> None:
+        self.problems.append(Problem(severity, where, message))
+
+
+def _chunk_path(array: zarr.Array, store_path: Path, coords: tuple[int, ...]) -> Path:
+    key = array.metadata.chunk_key_encoding.encode_chunk_key(coords)  # type: ignore[union-attr]
+    return store_path / array.path / key
+
+
+def _check_array(report: VerifyReport, store_path: Path, array: zarr.Array, rows: int | None
+                 ) -> None:
+    """Chunk existence, decoding and finite values of ``array`` (first ``rows`` rows if given)."""
+    report.checked_arrays += 1
+    where = array.path
+    shape = array.shape
+    if rows is not None:
+        shape = (min(rows, shape[0]), *shape[1:])
+    if any(s == 0 for s in shape):
+        return
+    chunks = array.chunks
+    grid = [range(math.ceil(s / c)) for s, c in zip(shape, chunks, strict=True)]
+    allow_nan = bool(array.attrs.get("allow_nan", False))
+    floating = np.dtype(array.dtype).kind in "fc"
+    bad_chunks: list[tuple[int, ...]] = []
+    nonfinite = 0
+    for coords in itertools.product(*grid):
+        report.checked_chunks += 1
+        if not _chunk_path(array, store_path, coords).is_file():
+            bad_chunks.append(coords)
+            report.add("error", where, f"chunk {coords} is missing (data lost)")
+            continue
+        sel = tuple(
+            slice(i * c, min((i + 1) * c, s)) for i, c, s in zip(coords, chunks, shape, strict=True)
+        )
+        try:
+            block = np.asarray(array[sel])
+        except Exception as exc:  # decoding errors come in many types from the codecs
+            report.add("error", where, f"chunk {coords} cannot be decoded "
+                                       f"(truncated or corrupt): {type(exc).__name__}: {exc}")
+            continue
+        if floating:
+            if allow_nan:
+                nonfinite += int(np.isinf(block).sum())
+            else:
+                nonfinite += int((~np.isfinite(block)).sum())
+    if nonfinite:
+        what = "Inf" if allow_nan else "NaN/Inf"
+        report.add("error", where, f"{nonfinite} {what} values")
+
+
+def verify_store(path: str | Path, *, repair: bool = False) -> VerifyReport:
+    """Check the store at ``path``; with ``repair``, trim uncommitted rows and temp files.
+
+    Repair never deletes committed data: it only removes what no index refers to.
+    """
+    path = Path(path)
+    report = VerifyReport(path)
+    try:
+        store = SessionStore.open(path, mode="r")
+    except StoreError as exc:
+        report.add("error", str(path), str(exc))
+        return report
+    for attr in ("created_utc", "elastolab_version", "config"):
+        if attr not in store.attrs:
+            report.add("error", "/", f"provenance attribute {attr!r} is missing")
+
+    tables = store.tables()
+    table_arrays: set[str] = set()
+    for name in tables:
+        table = store.table(name)
+        committed = table.committed_rows
+        records = table.records
+        expected_start = 0
+        keys: set[str] = set()
+        for i, rec in enumerate(records):
+            if rec["start"] != expected_start or rec["stop"] <= rec["start"]:
+                report.add("error", name, f"record {i} ({rec['key']!r}) covers rows "
+                           f"[{rec['start']}, {rec['stop']}), expected to start at {expected_start}"
+                           " (gap or overlap in the index)")
+            if rec["key"] in keys:
+                report.add("error", name, f"duplicate record key {rec['key']!r}")
+            keys.add(rec["key"])
+            expected_start = rec["stop"]
+        if expected_start != committed:
+            report.add("error", name, f"index covers {expected_start} rows but committed_rows is "
+                                      f"{committed}")
+        for arr_name in table.schema:
+            try:
+                array = table.array(arr_name)
+            except (KeyError, StoreError):
+                report.add("error", f"{name}/{arr_name}", "array listed in the schema is missing")
+                continue
+            table_arrays.add(array.path)
+            if array.shape[0] < committed:
+                report.add("error", array.path, f"has {array.shape[0]} rows, index commits "
+                                                f"{committed} (data lost)")
+            elif array.shape[0] > committed:
+                msg = (f"{array.shape[0] - committed} uncommitted rows from an interrupted "
+                       "write (not listed in the index)")
+                if repair:
+                    report.repaired.append(f"{array.path}: trimmed {msg}")
+                else:
+                    report.add("error", array.path, msg + "; run with --repair or resume to trim")
+            _check_array(report, path, array, committed)
+    if repair and report.repaired:
+        SessionStore.open(path, mode="a")  # opening for append trims uncommitted rows
+
+    def walk(group: zarr.Group) -> None:
+        for _, member in group.members():
+            if isinstance(member, zarr.Array):
+                if member.path not in table_arrays:
+                    if Path(member.path).name.startswith("."):
+                        _leftover(report, path / member.path, repair)
+                    else:
+                        _check_array(report, path, member, None)
+            elif isinstance(member, zarr.Group) and member.path != LOG_DIR:
+                walk(member)
+
+    walk(store.root)
+    for tmp in list(path.rglob("*.partial")) + list(path.rglob(".*.old")):
+        _leftover(report, tmp, repair)
+    return report
+
+
+def _leftover(report: VerifyReport, item: Path, repair: bool) -> None:
+    if repair:
+        import shutil
+
+        if item.is_dir():
+            shutil.rmtree(item, ignore_errors=True)
+        else:
+            item.unlink(missing_ok=True)
+        report.repaired.append(f"removed temporary {item}")
+    else:
+        report.add("warning", str(item), "temporary file from an interrupted write "
+                                         "(harmless; --repair removes it)")
