@@ -295,6 +295,28 @@ class Table:
                 arr.resize((committed, *arr.shape[1:]))
         return trimmed
 
+    def truncate(self, n_records: int) -> int:
+        """Keep only the first ``n_records`` committed records; returns how many were dropped.
+
+        Used to discard the records of a unit of work that was interrupted before it completed
+        (the session runner rolls every table back to the lengths saved with the last completed
+        unit). The index is rewritten first (atomic), then the arrays are trimmed; a crash in
+        between leaves uncommitted rows that the next append-mode open trims.
+        """
+        if not self._writable:
+            raise StoreError(f"table {self.name!r} is open read-only")
+        records = self.records
+        if not 0 <= n_records <= len(records):
+            raise StoreError(f"table {self.name!r}: cannot keep {n_records} of {len(records)} "
+                             "records")
+        dropped = len(records) - n_records
+        if dropped:
+            kept = records[:n_records]
+            rows = kept[-1]["stop"] if kept else 0
+            self._group.update_attributes({"committed_rows": rows, "records": kept})
+            self.discard_uncommitted()
+        return dropped
+
     def update_meta(self, key: str, **values: Any) -> None:
         """Add fields to a committed record's metadata (e.g. analysis results)."""
         records = self.records

@@ -159,3 +159,17 @@ def test_read_only_store_refuses_writes(store: SessionStore) -> None:
     ro = SessionStore.open(store.path, mode="r")
     with pytest.raises(StoreError, match="read-only"):
         ro.table("swei").append("x", make_record(np.random.default_rng(0), 0))
+
+
+def test_truncate_discards_a_partial_unit(store: SessionStore) -> None:
+    rng = np.random.default_rng(3)
+    table = store.require_table("swei", row_dim="seq", arrays=SWEI_ARRAYS)
+    recs = [make_record(rng, k) for k in range(4)]
+    for k, rec in enumerate(recs):
+        table.append(f"r{k}", rec)
+    assert table.truncate(2) == 2
+    assert table.keys() == ["r0", "r1"] and table.array("iq").shape[0] == 2
+    table.append("r2", recs[3])  # the redone unit takes the freed rows
+    np.testing.assert_array_equal(table.read("iq", "r2"), recs[3]["iq"])
+    with pytest.raises(StoreError, match="cannot keep 5 of 3"):
+        table.truncate(5)
