@@ -1,0 +1,39 @@
+"""The ``Hexapod`` role: a six-axis platform (X Y Z in mm, U V W in degrees)."""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+from drivers.base import MotionStatus
+
+#: Keyword names of the axes in :meth:`Hexapod.move_to` and :meth:`Hexapod.position`, by GCS axis.
+AXIS_KEYWORDS = {
+    "X": "x_mm", "Y": "y_mm", "Z": "z_mm", "U": "u_deg", "V": "v_deg", "W": "w_deg",
+}
+KEYWORD_AXES = {v: k for k, v in AXIS_KEYWORDS.items()}
+
+
+@runtime_checkable
+class Hexapod(Protocol):
+    """Six-axis platform. Backend: GcsHexapod (PI GCS over pipython or a plain socket).
+
+    Axis keywords: ``x_mm``, ``y_mm``, ``z_mm`` (translation, mm) and ``u_deg``, ``v_deg``,
+    ``w_deg`` (rotation about X, Y, Z, degrees). ``check`` raises :class:`~drivers.base.LimitError`
+    before anything is sent.
+    """
+
+    name: str
+    soft_limits: dict[str, tuple[float, float]]
+
+    def connect(self) -> None: ...
+    def close(self) -> None: ...
+    def reference(self) -> MotionStatus: ...
+    def servo(self, on: bool) -> None: ...
+    def move_to(self, **axes: float) -> MotionStatus: ...
+    def move_relative(self, **axes: float) -> MotionStatus: ...
+    def set_velocity(self, velocity_mm_s: float) -> None: ...
+    def position(self) -> dict[str, float]: ...
+    def on_target(self) -> bool: ...
+    def stop(self, success: bool = False) -> None: ...
+    def error(self) -> int: ...
+    def check(self, **axes: float) -> None: ...
