@@ -1,0 +1,1 @@
+"""Ultrasound: Cicada interface, sequences and simulators (shear wave, imaging, compression)."""
