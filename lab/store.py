@@ -60,8 +60,10 @@ class ArraySpec:
     dims : tuple of str
         Dimension names of the *whole* array, row axis first, e.g.
         ``("seq", "frame", "depth", "lateral")``.
-    row_chunk : int
-        Rows per chunk along the row axis (1 = one record per chunk-row for sequence tables).
+    row_chunk : int, optional
+        Rows per chunk along the row axis. Default: 1 for image-like rows (2-D or more, so one
+        sequence is one chunk-row), otherwise enough rows for about 256 KiB per chunk (scalar
+        samples such as force streams would otherwise cost one file per sample).
     inner_chunks : tuple of int, optional
         Chunk shape of the other axes; default the full row shape.
     attrs : mapping
@@ -72,7 +74,7 @@ class ArraySpec:
     row_shape: tuple[int, ...]
     dtype: str
     dims: tuple[str, ...]
-    row_chunk: int = 1
+    row_chunk: int | None = None
     inner_chunks: tuple[int, ...] | None = None
     attrs: Mapping[str, Any] = field(default_factory=dict)
 
@@ -82,14 +84,19 @@ class ArraySpec:
                 f"array {self.name!r}: {len(self.dims)} dimension names for "
                 f"{len(self.row_shape) + 1} axes (row axis + {self.row_shape})"
             )
-        if self.row_chunk < 1:
+        if self.row_chunk is not None and self.row_chunk < 1:
             raise StoreError(f"array {self.name!r}: row_chunk must be >= 1")
         np.dtype(self.dtype)  # raises TypeError on nonsense
+        if self.row_chunk is None:
+            row_nbytes = int(np.prod(self.row_shape, dtype=np.int64)) * np.dtype(self.dtype).itemsize
+            auto = 1 if len(self.row_shape) >= 2 else max(1, (256 * 1024) // max(row_nbytes, 1))
+            object.__setattr__(self, "row_chunk", auto)
 
     @property
     def chunks(self) -> tuple[int, ...]:
         inner = self.inner_chunks if self.inner_chunks is not None else self.row_shape
         inner = tuple(max(1, c) for c in inner)
+        assert self.row_chunk is not None  # set in __post_init__
         return (self.row_chunk, *inner)
 
     def schema(self) -> dict[str, Any]:
