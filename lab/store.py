@@ -88,7 +88,8 @@ class ArraySpec:
             raise StoreError(f"array {self.name!r}: row_chunk must be >= 1")
         np.dtype(self.dtype)  # raises TypeError on nonsense
         if self.row_chunk is None:
-            row_nbytes = int(np.prod(self.row_shape, dtype=np.int64)) * np.dtype(self.dtype).itemsize
+            n_values = int(np.prod(self.row_shape, dtype=np.int64))
+            row_nbytes = n_values * np.dtype(self.dtype).itemsize
             auto = 1 if len(self.row_shape) >= 2 else max(1, (256 * 1024) // max(row_nbytes, 1))
             object.__setattr__(self, "row_chunk", auto)
 
