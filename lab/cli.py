@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -96,3 +98,93 @@ def config_check(path: Annotated[Path, typer.Argument(help="session TOML file")]
     console.print(f"[green]{path}: valid[/green] - session {cfg.name!r}, "
                   f"{len(cfg.phantoms)} phantoms, protocols: "
                   f"{', '.join(p.kind for p in cfg.protocols) or 'none'}")
+
+
+# -- analysis --------------------------------------------------------------------------------------
+@analyze_app.command("displacement")
+def analyze_displacement(
+    store: StorePath,
+    method: Annotated[str, typer.Option(help="loupas | kasai")] = "loupas",
+    reference: Annotated[str, typer.Option(help="fixed | progressive")] = "fixed",
+    scheduler: Annotated[str | None, typer.Option(
+        help="dask.distributed scheduler address (tcp://host:8786); local threads if absent")]
+    = None,
+    workers: Annotated[int | None, typer.Option(help="local worker threads")] = None,
+) -> None:
+    """Axial displacement of every SWEI sequence (Dask, resumable) -> the `displacement` table."""
+    from analysis.runners import run_displacement
+    from lab.progress import progress_callback
+
+    if method not in ("loupas", "kasai") or reference not in ("fixed", "progressive"):
+        _fail(f"--method must be loupas|kasai and --reference fixed|progressive, got "
+              f"{method!r}, {reference!r}")
+    with _store_errors(), progress_callback("displacement") as progress:
+        n = run_displacement(store, method=method, reference=reference,  # type: ignore[arg-type]
+                             scheduler_address=scheduler, num_workers=workers, progress=progress)
+    console.print(f"displacement: {n} sequences computed")
+
+
+@analyze_app.command("labels")
+def analyze_labels(
+    store: StorePath,
+    plot: Annotated[Path | None, typer.Option(help="stress-strain PNG to write")] = None,
+) -> None:
+    """Young's-modulus labels per concentration from the indentation runs."""
+    from rich.table import Table as RichTable
+
+    from analysis.runners import run_labels
+
+    with _store_errors():
+        labels = run_labels(store, plot_path=plot)
+    table = RichTable(title="Young's modulus labels")
+    for col in ("gelatin %", "E (kPa)", "95 % CI", "runs used", "rejected", "strain range"):
+        table.add_column(col)
+    for lab in labels:
+        lo, hi = lab["ci95_kpa"]
+        s0, s1 = lab["strain_range"]
+        table.add_row(f"{lab['gelatin_percent']:g}", f"{lab['youngs_modulus_kpa']:.2f}",
+                      f"{lo:.2f}-{hi:.2f}", str(len(lab["runs_used"])),
+                      str(len(lab["runs_rejected"])), f"{100 * s0:.1f}-{100 * s1:.1f} %")
+    console.print(table)
+
+
+@analyze_app.command("tof")
+def analyze_tof(
+    store: StorePath,
+    alpha: Annotated[float | None, typer.Option(
+        help="E scale factor; default: calibrated on the labels (0.75 without labels)")] = None,
+) -> None:
+    """Time-of-flight elasticity maps -> maps/tof_kpa (NaN where rejected)."""
+    from analysis.runners import run_tof
+    from lab.progress import progress_callback
+
+    with _store_errors(), progress_callback("time of flight") as progress:
+        used = run_tof(store, alpha=alpha, progress=progress)
+    console.print(f"tof maps written (alpha = {used:.3f})")
+
+
+# -- simulators ------------------------------------------------------------------------------------
+@sim_app.command("serve")
+def sim_serve(
+    kind: Annotated[str, typer.Argument(help="hexapod (GCS over TCP) | netft (RDT over UDP)")],
+    host: Annotated[str, typer.Option(help="address to bind")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port (0 = any free port)")] = 0,
+    seed: int = 0,
+) -> None:
+    """Run a wire-protocol simulator in real time until Ctrl-C."""
+    from drivers.sim.lab import serve
+
+    if kind not in ("hexapod", "netft"):
+        _fail(f"unknown simulator {kind!r}; choose hexapod or netft")
+    serve(kind, host=host, port=port, seed=seed)  # type: ignore[arg-type]
+
+
+@contextmanager
+def _store_errors() -> Iterator[None]:
+    """Turn expected user-facing errors into one red line and exit code 2."""
+    from lab.store import StoreError
+
+    try:
+        yield
+    except (StoreError, ValueError, FileNotFoundError) as exc:
+        _fail(str(exc))
