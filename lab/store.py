@@ -125,7 +125,7 @@ def _git_commit() -> str | None:
     return out.stdout.strip() or None
 
 
-def _package_version() -> str:
+def package_version() -> str:
     try:
         from importlib.metadata import version
 
@@ -365,7 +365,7 @@ class SessionStore:
                 "format": STORE_FORMAT,
                 "schema_version": SCHEMA_VERSION,
                 "kind": kind,
-                "elastolab_version": _package_version(),
+                "elastolab_version": package_version(),
                 "git_commit": _git_commit(),
                 "host": platform.node(),
                 "python": platform.python_version(),
@@ -525,7 +525,7 @@ class SessionStore:
             dimension_names=tuple(dims), compressors=_compressor(value.dtype),
             fill_value=0, config={"write_empty_chunks": True},
             attributes=_to_json({**dict(attrs or {}), "written_utc": _utc_now(),
-                                 "elastolab_version": _package_version()}),
+                                 "elastolab_version": package_version()}),
         )
         _with_all_chunks(arr)[...] = value
         final_dir = self.path / path

@@ -1,0 +1,139 @@
+"""Training windows, augmentation, splits and reading a store."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from analysis.swei_cnn.data import (
+    Augmentation,
+    SweiTrainingSet,
+    WindowCache,
+    concentration_split,
+    load_swei_training_set,
+    position_fold_split,
+)
+from analysis.swei_cnn.synthetic import homogeneous_data_set, write_synthetic_store
+
+PERCENTS = (5.0, 7.5, 10.0, 12.5, 15.0, 17.5)
+
+
+def _index_only_set(positions: int = 80, pushes: int = 7) -> SweiTrainingSet:
+    grid = np.array([(p, pos, k) for p in range(len(PERCENTS)) for pos in range(positions)
+                     for k in range(pushes)])
+    n = len(grid)
+    return SweiTrainingSet(
+        displacement=np.broadcast_to(np.float32(0), (n, 35, 3, 3)),
+        youngs_modulus_kpa=np.asarray([20.0 + 10 * p for p in grid[:, 0]]),
+        push_index=grid[:, 2], position_index=grid[:, 1], phantom_index=grid[:, 0],
+        gelatin_percent=np.asarray(PERCENTS)[grid[:, 0]],
+    )
+
+
+def _positions(data: SweiTrainingSet, seqs: np.ndarray, pct: float) -> set[int]:
+    return {int(data.position_index[s]) for s in seqs if data.gelatin_percent[s] == pct}
+
+
+def test_position_folds_are_60_10_10_and_cover_everything() -> None:
+    data = _index_only_set()
+    held_out: list[set[int]] = []
+    for fold in range(4):
+        split = position_fold_split(data, fold=fold, seed=1)
+        for pct in PERCENTS:
+            tr, va, te = (_positions(data, s, pct) for s in (split.train, split.validation,
+                                                             split.test))
+            assert (len(tr), len(va), len(te)) == (60, 10, 10)
+            assert not (tr & va or tr & te or va & te)
+            if pct == 10.0:
+                held_out.append(va | te)
+        assert not set(data.push_index[split.train]) & {0, 6}
+        assert set(data.push_index[split.test]) == set(range(7))
+    assert set().union(*held_out) == set(range(80))  # each position is held out once
+    again = position_fold_split(data, fold=2, seed=1)
+    np.testing.assert_array_equal(again.test, position_fold_split(data, fold=2, seed=1).test)
+
+
+def test_concentration_split_leaves_one_out() -> None:
+    data = _index_only_set(positions=10)
+    split = concentration_split(data, held_out_percent=10.0)
+    assert 10.0 not in set(data.gelatin_percent[split.train])
+    assert set(data.gelatin_percent[split.validation]) == {10.0}
+    assert set(data.gelatin_percent[split.test]) == {10.0}
+    assert len(_positions(data, split.validation, 10.0)) == 5
+    assert not _positions(data, split.validation, 10.0) & _positions(data, split.test, 10.0)
+    with pytest.raises(ValueError, match="boundary concentration"):
+        concentration_split(data, held_out_percent=5.0)
+    with pytest.raises(ValueError, match=r"no homogeneous sequences at 9\.0"):
+        concentration_split(data, held_out_percent=9.0)
+
+
+def _small_set() -> SweiTrainingSet:
+    a = homogeneous_data_set(gelatin_percents=(5.0, 15.0), positions=2, pushes=2,
+                             shape=(35, 20, 24), seed=3)
+    return SweiTrainingSet(a["displacement"], a["youngs_modulus_kpa"], a["push_index"],
+                           a["position_index"], a["phantom_index"], a["gelatin_percent"])
+
+
+def test_cache_windows_match_the_source() -> None:
+    data = _small_set()
+    cache = WindowCache(data, [1, 5], window_px=9, roi_px=(6, 8))
+    r0, r1, c0, c1 = cache.roi
+    assert (r1 - r0, c1 - c0) == (6, 8)
+    draw = cache.draw(np.random.default_rng(0), windows_per_sequence=3)
+    x, y = cache.batch(draw)
+    assert x.shape == (6, 1, 35, 9, 9) and y.shape == (6,)
+    for i in range(len(draw)):
+        s = cache.indices[draw.seq[i]]
+        ci, cj = r0 + draw.row[i], c0 + draw.col[i]
+        raw = data.displacement[s, :, ci - 4 : ci + 5, cj - 4 : cj + 5].astype(np.float64)
+        expected = (raw - raw.mean()) / raw.std()
+        np.testing.assert_allclose(x[i, 0].numpy(), expected, atol=1e-5)
+        assert y[i] == data.youngs_modulus_kpa[s]
+
+
+def test_augmentation_is_seeded_and_does_what_it_says() -> None:
+    data = _small_set()
+    cache = WindowCache(data, [0, 1, 2], window_px=9, roi_px=(4, 4))
+    aug = Augmentation(flip_probability=0.5, rotate=True, blur_probability=0.5,
+                       erase_probability=0.5)
+    d1 = cache.draw(np.random.default_rng(7), windows_per_sequence=20, augmentation=aug)
+    d2 = cache.draw(np.random.default_rng(7), windows_per_sequence=20, augmentation=aug)
+    x1, _ = cache.batch(d1)
+    x2, _ = cache.batch(d2)
+    assert np.array_equal(x1.numpy(), x2.numpy())
+    assert d1.flip_depth.any() and d1.quarter_turns.any() and (d1.blur_sigma_px > 0).any()
+    erased = np.flatnonzero(d1.erase[:, 2] > 0)
+    assert erased.size
+    top, left, eh, ew = d1.erase[erased[0]]
+    assert (x1[erased[0], 0, :, top : top + eh, left : left + ew] == 0).all()
+    # a pure lateral flip equals the flipped plain window
+    plain = cache.draw(np.random.default_rng(7), windows_per_sequence=20)
+    flipped = plain.subset(slice(0, 1))
+    flipped = type(flipped)(**{**flipped.__dict__, "flip_lateral": np.array([True])})
+    a, _ = cache.batch(plain.subset(slice(0, 1)))
+    b, _ = cache.batch(flipped)
+    np.testing.assert_array_equal(b.numpy(), a.numpy()[..., ::-1])
+
+
+def test_load_from_store(tmp_path) -> None:
+    path = tmp_path / "s.zarr"
+    write_synthetic_store(path, gelatin_percents=(7.5, 12.5), positions=2, pushes=2,
+                          shape=(35, 12, 14))
+    data = load_swei_training_set(path)
+    assert len(data) == 8 and data.image_shape == (12, 14)
+    assert data.keys[0] == "block0/pos000/push0"
+    np.testing.assert_allclose(sorted(set(data.youngs_modulus_kpa.tolist())), [37.55, 72.64],
+                               rtol=1e-6)
+    from lab.store import SessionStore
+
+    store = SessionStore.open(path, "a")
+    store.root.require_group("labels").attrs["labels"] = [
+        {"gelatin_percent": 7.5, "youngs_modulus_kpa": 40.0},
+        {"gelatin_percent": 12.5, "youngs_modulus_kpa": 70.0}]
+    data = load_swei_training_set(path)
+    assert sorted(set(data.youngs_modulus_kpa.tolist())) == [40.0, 70.0]  # labels win
+
+
+def test_roi_too_small_for_window_is_an_error() -> None:
+    with pytest.raises(ValueError, match="no window centre fits"):
+        WindowCache(_small_set(), [0], window_px=33)

@@ -1,0 +1,82 @@
+"""Map metrics and the store runners."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from analysis.swei_cnn.data import SweiTrainingSet, load_swei_training_set
+from analysis.swei_cnn.evaluate import (
+    MAP_PATH,
+    compare_with_tof,
+    map_metrics,
+    run_predict,
+    run_train,
+)
+from analysis.swei_cnn.synthetic import write_synthetic_store
+
+
+def _maps_set() -> SweiTrainingSet:
+    """Two homogeneous sequences (20, 60 kPa) and one inclusion sequence (40 kPa + 100 kPa)."""
+    truth = np.full((3, 6, 8), 0.0, np.float32)
+    truth[2] = 40.0
+    truth[2, 2:4, 3:6] = 100.0
+    return SweiTrainingSet(
+        displacement=np.zeros((3, 35, 6, 8), np.float32),
+        youngs_modulus_kpa=np.array([20.0, 60.0, 40.0]), push_index=np.array([1, 2, 3]),
+        position_index=np.zeros(3, int), phantom_index=np.array([0, 1, 2]),
+        gelatin_percent=np.array([5.0, 12.5, 7.5]), uses_map=np.array([False, False, True]),
+        modulus_maps_kpa=truth)
+
+
+def test_map_metrics_against_hand_values() -> None:
+    data = _maps_set()
+    est = np.stack([data.target_map_kpa(s) for s in range(3)]).astype(np.float64)
+    est[0] += 2.0          # 2 kPa error everywhere on sequence 0
+    est[1, 0, :] = np.nan  # a failed row on sequence 1
+    est[2, 2:4, 3:6] = 70.0  # inclusion under-estimated by 30 kPa, still above 67.38
+    m = map_metrics(est, data, [0, 1, 2])
+    n_inc = 6
+    n_valid = 3 * 48 - 8
+    assert m["overall"]["mae_kpa"] == pytest.approx((48 * 2 + n_inc * 30) / n_valid)
+    assert m["by_concentration"]["5"]["mae_kpa"] == pytest.approx(2.0)
+    assert m["by_concentration"]["12.5"]["mae_kpa"] == 0.0
+    assert m["by_push"]["3"]["mae_kpa"] == pytest.approx(n_inc * 30 / 48)
+    assert m["inclusion"]["mae_kpa"] == pytest.approx(30.0)
+    assert m["background"]["mae_kpa"] == 0.0
+    assert m["dice"] == pytest.approx(1.0)
+    assert m["failed_fraction"] == pytest.approx(8 / 144)
+    assert 0.9 < m["pcc"] < 1.0
+
+
+def test_tof_comparison_uses_common_pixels() -> None:
+    data = _maps_set()
+    truth = np.stack([data.target_map_kpa(s) for s in range(3)])
+    tof = truth + 5.0
+    tof[:, :, :2] = np.nan  # ToF fails near the push
+    cmp = compare_with_tof(truth, tof, data, [0, 1, 2])
+    assert cmp["cnn"]["overall"]["mae_kpa"] == 0.0
+    assert cmp["tof"]["overall"]["mae_kpa"] == pytest.approx(5.0)
+    assert cmp["cnn"]["overall"]["pixels"] == cmp["tof"]["overall"]["pixels"] == 3 * 6 * 6
+    assert cmp["coverage"]["tof"] == pytest.approx(0.75)
+
+
+def test_run_train_then_predict_writes_maps(tmp_path) -> None:
+    store = tmp_path / "s.zarr"
+    write_synthetic_store(store, gelatin_percents=(5.0, 15.0), positions=8, pushes=2,
+                          shape=(35, 14, 18))
+    model_path = tmp_path / "m.safetensors"
+    epochs = []
+    out = run_train(store, window_px=5, out_model_path=model_path, max_steps=3,
+                    model_overrides={"growth_rate": 4, "head_hidden": 8}, on_epoch=epochs.append)
+    assert out["card"]["split"]["kind"] == "positions" and epochs
+    result = run_predict(store, model_path=model_path, stride=1)
+    from lab.store import SessionStore
+
+    maps = SessionStore.open(store).read_array(MAP_PATH)
+    data = load_swei_training_set(store)
+    assert maps.shape == (len(data), 14, 18) and maps.dtype == np.float32
+    valid = np.zeros((14, 18), bool)
+    valid[2:-2, 2:-2] = True
+    assert np.isfinite(maps[:, valid]).all() and np.isnan(maps[:, ~valid]).all()
+    assert result["metrics"]["overall"]["pixels"] == len(data) * valid.sum()
