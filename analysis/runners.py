@@ -377,13 +377,13 @@ def run_tof(
         dims = ("seq", "depth", "lateral")
         chunks = (1, depth, lateral)
         store.write_array(TOF_SPEED_MAP, speeds, dims=dims, chunks=chunks, overwrite=True,
-                          attrs={**common, "units": "m/s"})
+                          allow_nan=True, attrs={**common, "units": "m/s"})
         moduli_kpa = np.lib.format.open_memmap(Path(tmp) / "modulus.npy", mode="w+",
                                                dtype=np.float32, shape=speeds.shape)
         for i in range(len(records)):
             moduli_kpa[i] = modulus_from_speed(speeds[i], alpha=alpha, **material)
         store.write_array(TOF_MAP, moduli_kpa, dims=dims, chunks=chunks, overwrite=True,
-                          attrs={**common, "units": "kPa",
+                          allow_nan=True, attrs={**common, "units": "kPa",
                                  "formula": "alpha * density * 2 (1 + poisson) * c^2"})
         del speeds, moduli_kpa
     return float(alpha)

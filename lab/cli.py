@@ -188,3 +188,88 @@ def _store_errors() -> Iterator[None]:
         yield
     except (StoreError, ValueError, FileNotFoundError) as exc:
         _fail(str(exc))
+
+
+# -- SWEI CNN --------------------------------------------------------------------------------------
+@app.command()
+def train(
+    store: StorePath,
+    window: Annotated[int, typer.Option(help="window size in pixels: 65, 33, 17, 9 or 5")] = 33,
+    profile: Annotated[str, typer.Option(help="quick (CPU) | paper (the paper's recipe)")]
+    = "quick",
+    out: Annotated[Path | None, typer.Option(help="model file (.safetensors); default "
+                                                  "STORE/models/swei-cnn-w{window}.safetensors")]
+    = None,
+    split: Annotated[str, typer.Option(help="positions (4-fold) | concentration (leave one "
+                                            "out)")] = "positions",
+    fold: Annotated[int, typer.Option(help="fold index for --split positions")] = 0,
+    held_out_percent: Annotated[float | None, typer.Option(
+        help="gelatin % left out for --split concentration")] = None,
+    seed: int = 0,
+    device: Annotated[str, typer.Option(help="cpu | cuda")] = "cpu",
+    checkpoint: Annotated[Path | None, typer.Option(help="checkpoint file (resumable)")] = None,
+    resume: Annotated[bool, typer.Option(help="continue from --checkpoint")] = False,
+) -> None:
+    """Train the spatio-temporal 3D DenseNet on a store's displacement."""
+    from analysis.swei_cnn import run_train
+    from lab.progress import progress_callback
+
+    if window not in (65, 33, 17, 9, 5):
+        _fail(f"--window must be one of 65, 33, 17, 9, 5; got {window}")
+    if profile not in ("quick", "paper") or split not in ("positions", "concentration"):
+        _fail(f"--profile must be quick|paper and --split positions|concentration; got "
+              f"{profile!r}, {split!r}")
+    model_path = out or store / "models" / f"swei-cnn-w{window}.safetensors"
+    model_path.parent.mkdir(parents=True, exist_ok=True)
+
+    def on_epoch(metrics: object) -> None:
+        log.info("epoch %s", metrics)
+
+    with _store_errors(), progress_callback(f"train w{window} ({profile})") as progress:
+        result = run_train(store, window_px=window, profile=profile,  # type: ignore[arg-type]
+                           out_model_path=model_path, split=split,  # type: ignore[arg-type]
+                           fold=fold, held_out_percent=held_out_percent, seed=seed,
+                           device=device, checkpoint_path=checkpoint, resume=resume,
+                           on_epoch=on_epoch, on_progress=progress)
+    console.print(f"model written to {model_path}")
+    console.print_json(data=result["metrics"])
+
+
+@app.command()
+def predict(
+    store: StorePath,
+    model: Annotated[Path, typer.Option(help="model file (.safetensors with its .json card)")],
+    stride: Annotated[int, typer.Option(help="predict every n-th pixel")] = 1,
+    device: Annotated[str, typer.Option(help="cpu | cuda")] = "cpu",
+    png: Annotated[Path | None, typer.Option(help="directory for PNG maps (first sequences)")]
+    = None,
+    max_memory_mb: Annotated[float, typer.Option(help="memory budget of dense inference")]
+    = 1024.0,
+) -> None:
+    """Full elasticity maps of every sequence -> maps/cnn_kpa (and PNGs)."""
+    from analysis.swei_cnn import run_predict
+    from lab.progress import progress_callback
+
+    with _store_errors(), progress_callback("predict") as progress:
+        result = run_predict(store, model_path=model, stride=stride, device=device,
+                             max_memory_mb=max_memory_mb, on_progress=progress)
+    if png is not None:
+        _write_map_pngs(store, png)
+    console.print_json(data={k: v for k, v in result.items() if k != "path"})
+
+
+def _write_map_pngs(store_path: Path, out_dir: Path, limit: int = 6) -> None:
+    from lab.figures import image_panels
+    from lab.store import SessionStore
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    store = SessionStore.open(store_path)
+    attrs = store.table("swei").group.attrs
+    maps = {name: store.read_array(f"maps/{name}_kpa") for name in ("cnn", "tof")
+            if f"maps/{name}_kpa" in store.root}
+    keys = store.table("swei").keys()
+    for i, key in enumerate(keys[:limit]):
+        path = out_dir / f"map-{i:03d}.png"
+        image_panels({name: m[i] for name, m in maps.items()}, path, depth_m=attrs["depth_m"],
+                     lateral_m=attrs["lateral_m"], label="Young's modulus (kPa)", title=key)
+    console.print(f"PNG maps in {out_dir}")

@@ -130,6 +130,13 @@ class SafetyConfig(_Model):
     push_min_interval_s: PositiveFloat = Field(
         0.5, description="minimum time between ARF pushes (transducer duty cycle)"
     )
+    compression_force_max_n: PositiveFloat = Field(
+        8.0, description="probe force limit while compressing a block (quasi-static protocol; "
+        "a few % strain of a 100 mm block needs several N; below the Nano43's 9 N range)"
+    )
+    hexapod_velocity_max_mm_s: PositiveFloat = Field(
+        1.0, description="hexapod velocity cap (mm/s)"
+    )
 
     @model_validator(mode="after")
     def _box_ordered(self) -> SafetyConfig:
@@ -182,6 +189,13 @@ class IndentationConfig(_Model):
     max_strain: float = Field(0.07, gt=0, lt=0.5, description="stop at this engineering strain")
     contact_force_n: PositiveFloat = Field(0.005, description="force that marks first contact")
     approach_gap_mm: PositiveFloat = Field(1.0, description="start this far above the cylinder")
+    force_stop_n: PositiveFloat = Field(
+        1.95, description="end the run at this force; must stay below "
+        "safety.indentation_force_limit_n, where the guard trips and halts the hexapod"
+    )
+    start_z_mm: float = Field(0.0, description="hexapod Z (mm) where each run starts, "
+                              "approach_gap_mm above the cylinder; the plate moves down (-Z)")
+    retract_velocity_mm_s: PositiveFloat = Field(0.5, description="plate speed back to the start")
 
 
 class SweiConfig(_Model):
@@ -209,6 +223,9 @@ class CompressionConfig(_Model):
     contact_force_n: PositiveFloat = 0.2
     depth_samples: PositiveInt = Field(2000, description="RF samples in depth (40 MHz)")
     lines: PositiveInt = Field(250, description="RF A-lines")
+    position_mm: tuple[float, float] = Field(
+        (0.0, 0.0), description="probe centre on the block (block frame x, y in mm)"
+    )
 
     @model_validator(mode="after")
     def _strains_increasing(self) -> CompressionConfig:

@@ -501,12 +501,13 @@ class SessionStore:
     def write_array(
         self, path: str, data: ArrayLike, *, dims: Sequence[str],
         chunks: Sequence[int] | None = None, attrs: Mapping[str, Any] | None = None,
-        overwrite: bool = False,
+        overwrite: bool = False, allow_nan: bool = False,
     ) -> zarr.Array:
         """Write a complete array (analysis output) with dimension names and attributes.
 
         The array is written under a temporary name and renamed into place only when complete,
-        so a crash never leaves a half-written result under ``path``.
+        so a crash never leaves a half-written result under ``path``. ``allow_nan`` marks arrays
+        where NaN means "no estimate" (rejected pixels of a map), so ``verify`` accepts it there.
         """
         self._check_writable()
         value = np.asarray(data)
@@ -524,7 +525,8 @@ class SessionStore:
             chunks=tuple(chunks) if chunks is not None else value.shape or (1,),
             dimension_names=tuple(dims), compressors=_compressor(value.dtype),
             fill_value=0, config={"write_empty_chunks": True},
-            attributes=_to_json({**dict(attrs or {}), "written_utc": _utc_now(),
+            attributes=_to_json({**dict(attrs or {}), "allow_nan": allow_nan,
+                                 "written_utc": _utc_now(),
                                  "elastolab_version": package_version()}),
         )
         _with_all_chunks(arr)[...] = value

@@ -224,7 +224,7 @@ def run_predict(
             on_progress(i + 1, len(idx))
     store = SessionStore.open(store_path, "a")
     store.write_array(MAP_PATH, maps, dims=("seq", "depth", "lateral"),
-                      chunks=(1, *data.image_shape), overwrite=overwrite,
+                      chunks=(1, *data.image_shape), overwrite=overwrite, allow_nan=True,
                       attrs={"units": "kPa", "method": "swei-cnn", "window_px": card.window_px,
                              "stride": stride, "model_sha256": card.weights_sha256,
                              "keys": data.keys})

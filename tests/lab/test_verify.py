@@ -78,7 +78,7 @@ def test_nan_is_reported_unless_allowed(tmp_path: Path) -> None:
     store.table("swei").array("force_n")[1] = np.nan
     assert any("NaN/Inf" in p.message for p in verify_store(store.path).problems)
     store.write_array("maps/tof_kpa", np.array([[np.nan, 1.0]], np.float32), dims=("a", "b"),
-                      attrs={"allow_nan": True})
+                      allow_nan=True)
     problems = [p for p in verify_store(store.path).problems if p.where.startswith("maps")]
     assert problems == []
 
