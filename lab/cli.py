@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 
 from lab.logs import console, setup_logging
+from lab.session_cli import session_app
 
 log = logging.getLogger("elastolab")
 
@@ -22,7 +23,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-session_app = typer.Typer(help="Run and resume acquisition sessions.", no_args_is_help=True)
 analyze_app = typer.Typer(help="Analyse a session store in place.", no_args_is_help=True)
 sim_app = typer.Typer(help="Run instrument simulators standalone.", no_args_is_help=True)
 config_app = typer.Typer(help="Check configuration files.", no_args_is_help=True)

@@ -1,0 +1,93 @@
+"""Run or resume a session in this process and optionally SIGKILL itself at a chosen point.
+
+Usage: ``session_child.py run CONFIG_JSON STORE [KILL]`` or ``session_child.py resume STORE
+[KILL]``. ``KILL`` is one of:
+
+* ``commit:TABLE:N``  - inside the N-th record commit of TABLE, after its rows were written and
+  before the index is rewritten (a kill in the middle of writing a sequence);
+* ``progress:N``      - right after the N-th progress update (between two units);
+* ``clock:T``         - when the virtual clock passes T seconds (in the middle of a motion).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+from typing import Any
+
+import zarr
+
+from lab.config import parse_config
+from lab.devices import build_devices
+from lab.session import resume_session, run_session
+from lab.store import SessionStore
+
+
+def _die() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _install(kill: str | None) -> Any:
+    if not kill:
+        return None
+    kind, _, rest = kill.partition(":")
+    if kind == "commit":
+        table, n = rest.rsplit(":", 1)
+        seen = [0]
+        original = zarr.Group.update_attributes
+
+        def update(self: zarr.Group, new_attributes: dict[str, Any]) -> Any:
+            if "committed_rows" in new_attributes and self.path == table:
+                seen[0] += 1
+                if seen[0] == int(n):
+                    _die()
+            return original(self, new_attributes)
+
+        zarr.Group.update_attributes = update  # type: ignore[method-assign]
+        return None
+    if kind == "progress":
+        count = [0]
+        original_set = SessionStore.set_attrs
+
+        def set_attrs(self: SessionStore, **values: Any) -> None:
+            original_set(self, **values)
+            if "progress" in values:
+                count[0] += 1
+                if count[0] == int(rest):
+                    _die()
+
+        SessionStore.set_attrs = set_attrs  # type: ignore[method-assign]
+        return None
+    if kind == "clock":
+        t_kill = float(rest)
+
+        def make(cfg: Any) -> Any:
+            lab = build_devices(cfg)
+            lab.clock.on_advance(lambda _a, b: _die() if b >= t_kill else None)
+            return lab
+
+        return make
+    raise SystemExit(f"unknown kill spec {kill!r}")
+
+
+def main(argv: list[str]) -> int:
+    mode = argv[0]
+    if mode == "run":
+        config_json, store, kill = argv[1], argv[2], (argv[3] if len(argv) > 3 else None)
+    else:
+        config_json, store, kill = None, argv[1], (argv[2] if len(argv) > 2 else None)
+    factory = _install(kill)
+    if mode == "run":
+        with open(config_json) as f:
+            cfg = parse_config(json.load(f))
+        result = run_session(cfg, store, devices_factory=factory, show_progress=False)
+    else:
+        result = resume_session(store, devices_factory=factory, show_progress=False)
+    print(f"RESULT {result.status} {result.completed}/{result.total}")
+    return 0 if result.status == "complete" else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

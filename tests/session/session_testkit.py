@@ -1,0 +1,71 @@
+"""Helpers for the session tests: TOML writing, a child-process runner, fault-injecting labs."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from lab.config import SessionConfig
+from lab.devices import LabDevices, build_devices
+
+REPO = Path(__file__).resolve().parents[2]
+CHILD = Path(__file__).with_name("session_child.py")
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + "}"
+    raise TypeError(f"cannot write {type(value).__name__} as TOML")
+
+
+def write_toml(data: dict[str, Any], path: Path) -> Path:
+    """Write a config dict as TOML (top-level keys with inline tables)."""
+    path.write_text("".join(f"{k} = {_toml_value(v)}\n" for k, v in data.items()))
+    return path
+
+
+def run_child(args: list[str], *, timeout_s: float = 120.0) -> subprocess.CompletedProcess[str]:
+    """Run ``session_child.py`` with ``args`` in a fresh interpreter (repo root as cwd)."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.run([sys.executable, str(CHILD), *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=timeout_s, check=False)
+
+
+def factory(install: Callable[[LabDevices], None]
+            ) -> tuple[Callable[[SessionConfig], LabDevices], list[LabDevices]]:
+    """A devices factory that builds the simulated lab, then lets ``install`` add faults."""
+    built: list[LabDevices] = []
+
+    def make(cfg: SessionConfig) -> LabDevices:
+        lab = build_devices(cfg)
+        install(lab)
+        built.append(lab)
+        return lab
+
+    return make, built
+
+
+def at_clock(lab: LabDevices, condition: Callable[[float], bool], action: Callable[[], None]
+             ) -> None:
+    """Run ``action`` once, the first time ``condition(t)`` holds after the clock moved."""
+    fired = [False]
+
+    def listener(_t_from: float, t_to: float) -> None:
+        if not fired[0] and condition(t_to):
+            fired[0] = True
+            action()
+
+    lab.clock.on_advance(listener)  # type: ignore[attr-defined]
