@@ -273,3 +273,30 @@ def _write_map_pngs(store_path: Path, out_dir: Path, limit: int = 6) -> None:
         image_panels({name: m[i] for name, m in maps.items()}, path, depth_m=attrs["depth_m"],
                      lateral_m=attrs["lateral_m"], label="Young's modulus (kPa)", title=key)
     console.print(f"PNG maps in {out_dir}")
+
+
+# -- demo ------------------------------------------------------------------------------------------
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option(help="output directory (created; a second run resumes)")]
+    = Path("demo-out"),
+    profile: Annotated[str, typer.Option(help="default (laptop, minutes) | paper (the paper's "
+                                              "sizes and recipe, GPU) | smoke (seconds)")]
+    = "default",
+    no_progress: Annotated[bool, typer.Option("--no-progress", help="no progress bars")] = False,
+) -> None:
+    """The simulated study end to end: acquisition, labels, displacement, ToF, CNN, strain, report.
+
+    Writes DIR/session.zarr, DIR/report.html, DIR/metrics.json and DIR/figures/. Running again
+    into the same DIR resumes after the last completed stage; a DIR made with another profile (or
+    holding anything else) is refused, so results are never mixed.
+    """
+    from lab.demo import PROFILES, DemoError, run_demo
+
+    if profile not in PROFILES:
+        _fail(f"--profile must be one of {sorted(PROFILES)}, got {profile!r}")
+    try:
+        run_demo(out, profile=profile, show_progress=not no_progress)  # type: ignore[arg-type]
+    except DemoError as exc:
+        _fail(str(exc))
+    console.print(f"[green]demo complete[/green]: open {out / 'report.html'}")
