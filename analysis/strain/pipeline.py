@@ -1,0 +1,410 @@
+"""Strain elastography pipeline: coarse displacement (DP or CNN) + GLUE + LSQ (+ Kalman) strain.
+
+``coarse="dp"`` is GLUE as published (Hashemi & Rivaz 2017); ``coarse="cnn"`` is GLUENet (Kibria
+& Rivaz 2018). :func:`run_strain` applies the pipeline to the ``compression`` table of a session
+store (consecutive steps of one phantom = pre/post pairs) and writes the results back.
+
+Quasi-static strain is relative (see :mod:`analysis.strain.lsq`): images are compared by
+structure (NCC, MSSIM after normalisation by the applied strain) and by SNR/CNR, not by value.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from analysis.strain._checks import check_frames
+from analysis.strain.dp import dp_displacement
+from analysis.strain.glue import GlueSolver, glue
+from analysis.strain.lsq import kalman_strain, lsq_strain
+
+__all__ = ["CoarseMethod", "StrainResult", "estimate_strain", "run_strain"]
+
+CoarseMethod = Literal["dp", "cnn"]
+
+
+@dataclass(frozen=True)
+class StrainResult:
+    """Displacement and strain of one pre/post pair, on the full frame grid.
+
+    Attributes
+    ----------
+    axial_displacement, lateral_displacement : ndarray, shape (depth_sample, line), float32
+        GLUE displacement (samples, lines); NaN in the cropped border.
+    axial_strain : ndarray, shape (depth_sample, line), float32
+        LSQ strain (Kalman-smoothed across lines if requested); NaN where undefined. Negative
+        under compression; relative.
+    coarse_axial, coarse_lateral : ndarray, shape (depth_sample, line), float32
+        The coarse (DP or CNN) estimate GLUE started from.
+    valid : tuple of slice
+        Region where ``axial_strain`` is finite.
+    coarse : str
+        ``"dp"`` or ``"cnn"``.
+    seconds : dict
+        Wall time of each stage (``coarse``, ``glue``, ``strain``).
+    """
+
+    axial_displacement: NDArray[np.float32]
+    lateral_displacement: NDArray[np.float32]
+    axial_strain: NDArray[np.float32]
+    coarse_axial: NDArray[np.float32]
+    coarse_lateral: NDArray[np.float32]
+    valid: tuple[slice, slice]
+    coarse: str
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def estimate_strain(
+    rf_pre: ArrayLike,
+    rf_post: ArrayLike,
+    *,
+    coarse: CoarseMethod = "dp",
+    model: Any = None,
+    max_strain: float = 0.08,
+    dp_lateral_range: tuple[int, int] = (-3, 3),
+    dp_weight: float = 0.1,
+    dp_block: int = 4,
+    dp_line_step: int = 8,
+    alpha1: float = 5.0,
+    alpha2: float = 1.0,
+    beta1: float = 5.0,
+    beta2: float = 1.0,
+    glue_iterations: int = 1,
+    crop_samples: int = 10,
+    crop_lines: int = 2,
+    solver: GlueSolver = "cg-twolevel",
+    strain_window: int = 41,
+    kalman_noise: float | None = None,
+) -> StrainResult:
+    """Axial strain of a pre/post RF pair: coarse estimate, GLUE refinement, LSQ derivative.
+
+    Parameters
+    ----------
+    rf_pre, rf_post : array_like, shape (depth_sample, line), real
+        RF frames (same shape, finite).
+    coarse : {"dp", "cnn"}
+        Coarse estimator: dynamic programming (GLUE) or the flow CNN (GLUENet).
+    model : FlowCNN, optional
+        Trained network; required for ``coarse="cnn"``.
+    max_strain : float, optional
+        Largest compression expected; sets the DP axial search range to
+        ``(-ceil(max_strain * depth_samples) - 3, 3)``.
+    dp_lateral_range, dp_weight, dp_block, dp_line_step : optional
+        DP parameters (:func:`analysis.strain.dp.dp_displacement`).
+    alpha1, alpha2, beta1, beta2, glue_iterations, crop_samples, crop_lines, solver : optional
+        GLUE parameters (:func:`analysis.strain.glue.glue`).
+    strain_window : int, optional
+        Odd LSQ window in samples (41 samples = 0.8 mm at 40 MHz).
+    kalman_noise : float, optional
+        If given, smooth the LSQ strain across lines with :func:`analysis.strain.lsq.kalman_strain`
+        with this measurement-noise variance (strain^2).
+
+    Returns
+    -------
+    StrainResult
+
+    Raises
+    ------
+    ValueError
+        Bad frames, an unknown coarse method, ``coarse="cnn"`` without a model, or parameters
+        the stages reject.
+    """
+    pre, post = check_frames(rf_pre, rf_post)
+    n, m = pre.shape
+    if coarse not in ("dp", "cnn"):
+        raise ValueError(f"coarse must be 'dp' or 'cnn', got {coarse!r}")
+    if not (np.isfinite(max_strain) and 0 < max_strain < 0.5):
+        raise ValueError(f"max_strain must be in (0, 0.5), got {max_strain}")
+    seconds: dict[str, float] = {}
+    t0 = time.perf_counter()
+    if coarse == "dp":
+        dp = dp_displacement(
+            pre, post, axial_range=(-math.ceil(max_strain * n) - 3, 3),
+            lateral_range=dp_lateral_range, weight=dp_weight, block=min(dp_block, n),
+            line_step=dp_line_step,
+        )
+        ax0, lat0 = dp.axial, dp.lateral
+    else:
+        if model is None:
+            raise ValueError("coarse='cnn' needs a trained model (analysis.strain.flownet."
+                             "load_flow_cnn or analysis.strain.train.train_flow_cnn)")
+        from analysis.strain.flownet import predict_displacement
+
+        ax0, lat0 = predict_displacement(model, pre, post)
+    t1 = time.perf_counter()
+    g = glue(pre, post, ax0, lat0, alpha1=alpha1, alpha2=alpha2, beta1=beta1, beta2=beta2,
+             crop_samples=crop_samples, crop_lines=crop_lines, iterations=glue_iterations,
+             solver=solver)
+    t2 = time.perf_counter()
+    strain_region = lsq_strain(g.axial, window=strain_window)
+    if kalman_noise is not None:
+        strain_region = kalman_strain(strain_region, measurement_noise=kalman_noise)
+    t3 = time.perf_counter()
+    seconds.update(coarse=t1 - t0, glue=t2 - t1, strain=t3 - t2)
+
+    axial = np.full((n, m), np.nan, dtype=np.float32)
+    lateral = np.full((n, m), np.nan, dtype=np.float32)
+    strain = np.full((n, m), np.nan, dtype=np.float32)
+    axial[g.region] = g.axial
+    lateral[g.region] = g.lateral
+    strain[g.region] = strain_region
+    h = strain_window // 2
+    rows, cols = g.region
+    valid = (slice(rows.start + h, rows.stop - h), cols)
+    return StrainResult(
+        axial_displacement=axial, lateral_displacement=lateral, axial_strain=strain,
+        coarse_axial=np.asarray(ax0, dtype=np.float32),
+        coarse_lateral=np.asarray(lat0, dtype=np.float32), valid=valid, coarse=coarse,
+        seconds=seconds,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Store runner
+# --------------------------------------------------------------------------------------------
+def _inclusion_windows(
+    truth_strain: NDArray[np.floating], valid: tuple[slice, slice]
+) -> tuple[tuple[slice, slice], tuple[slice, slice]] | None:
+    """Target/background windows from a true strain image: inclusion = strongest deviation.
+
+    The target is the central half of the bounding box of the connected region, around the
+    largest deviation, of pixels whose true strain departs from the median by more than 25 %;
+    the background is a box of the same size at the same depth on
+    the side farther from the inclusion. None if there is no inclusion or no room.
+    """
+    t = np.asarray(truth_strain, dtype=np.float64)[valid]
+    med = np.median(t)
+    if med == 0:
+        return None
+    dev = np.abs(t - med)
+    mask = dev > 0.25 * abs(med)
+    if mask.sum() < 16:
+        return None
+    from scipy.ndimage import label
+
+    labels, _ = label(mask)
+    mask = labels == labels[np.unravel_index(int(np.argmax(dev)), dev.shape)]
+    r = np.flatnonzero(mask.any(axis=1))
+    c = np.flatnonzero(mask.any(axis=0))
+    h = max(2, (r[-1] - r[0] + 1) // 2)
+    w = max(2, (c[-1] - c[0] + 1) // 2)
+    rc = (r[0] + r[-1]) // 2
+    cc = (c[0] + c[-1]) // 2
+    r0 = max(0, rc - h // 2)
+    target = (slice(r0, r0 + h), slice(max(0, cc - w // 2), max(0, cc - w // 2) + w))
+    ncols = t.shape[1]
+    if cc < ncols / 2:
+        b0 = ncols - w - 1
+    else:
+        b0 = 1
+    if b0 < 0 or abs(b0 - target[1].start) < w:
+        return None
+    background = (slice(r0, r0 + h), slice(b0, b0 + w))
+    off_r, off_c = valid[0].start or 0, valid[1].start or 0
+
+    def shift(win: tuple[slice, slice]) -> tuple[slice, slice]:
+        return (slice(win[0].start + off_r, win[0].stop + off_r),
+                slice(win[1].start + off_c, win[1].stop + off_c))
+
+    return shift(target), shift(background)
+
+
+def pair_metrics(
+    strain: NDArray[np.floating],
+    valid: tuple[slice, slice],
+    *,
+    truth_strain: NDArray[np.floating] | None = None,
+) -> dict[str, float]:
+    """SNR in the valid region, and with a truth image also MSSIM and CNR (see notes).
+
+    MSSIM compares the strain images normalised by the mean true strain (strain is relative),
+    with ``data_range`` = range of the normalised truth (at least 0.1). CNR windows come from the
+    truth (:func:`_inclusion_windows`).
+    """
+    from analysis.metrics import cnr, mssim, snr
+
+    s = np.asarray(strain, dtype=np.float64)
+    out: dict[str, float] = {}
+    region = s[valid]
+    if not np.all(np.isfinite(region)):
+        return {"snr": float("nan")}
+    # SNR of |strain| (compression is negative): mean / std.
+    out["snr"] = abs(snr(region, window=(slice(None), slice(None))))
+    if truth_strain is not None:
+        t = np.asarray(truth_strain, dtype=np.float64)
+        scale = float(np.mean(t[valid]))
+        if scale != 0.0:
+            tn = t[valid] / scale
+            sn = region / scale
+            rng = max(float(tn.max() - tn.min()), 0.1)
+            out["mssim"] = mssim(sn, tn, data_range=rng)
+        wins = _inclusion_windows(t, valid)
+        if wins is not None:
+            out["cnr"] = cnr(s, background=wins[1], target=wins[0])
+    return out
+
+
+def _pairs_by_phantom(records: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any],
+                                                                 dict[str, Any]]]:
+    """(phantom_id, pre record, post record) for consecutive steps of each phantom."""
+    by_phantom: dict[str, list[tuple[int, dict[str, Any]]]] = {}
+    for rec in records:
+        key = rec["key"]
+        phantom_id, _, step = key.rpartition("/step")
+        if not phantom_id or not step.isdigit():
+            raise ValueError(f"compression record key {key!r} is not '<phantom_id>/stepNN'")
+        by_phantom.setdefault(phantom_id, []).append((int(step), rec))
+    pairs = []
+    for phantom_id, steps in by_phantom.items():
+        steps.sort(key=lambda s: s[0])
+        for (_, a), (_, b) in itertools.pairwise(steps):
+            pairs.append((phantom_id, a, b))
+    return pairs
+
+
+def run_strain(
+    store_path: str | Path,
+    *,
+    coarse: CoarseMethod,
+    model_path: str | Path | None = None,
+    out_png_dir: str | Path | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    **estimate_kwargs: Any,
+) -> dict[str, Any]:
+    """Strain images for every pre/post pair of a store's ``compression`` table.
+
+    Pairs are consecutive steps of one phantom (record keys ``"{phantom_id}/step{k:02d}"``); the
+    first frame of each step's record is used. Writes ``strain/<coarse>/axial_displacement``,
+    ``strain/<coarse>/lateral_displacement`` and ``strain/<coarse>/axial_strain`` as
+    ``(pair, depth, line)`` float32 (NaN outside the valid region) with attributes ``pairs``
+    (``[pre_key, post_key]`` per pair), per-pair ``metrics`` and the ``failure_rate`` of each
+    phantom's set (NCC with the best image below 0.6, :func:`analysis.metrics.failure_rate`). If
+    the store has ``truth/compression``, MSSIM and CNR are computed against the true strain
+    difference of the two steps. PNGs go to ``out_png_dir`` when given.
+
+    Parameters
+    ----------
+    store_path : path
+        Session store (opened for append).
+    coarse : {"dp", "cnn"}
+    model_path : path, optional
+        Flow CNN weights (``.safetensors`` with its ``.json`` card); required for ``"cnn"``.
+    out_png_dir : path, optional
+        Directory for one PNG per pair.
+    progress : callable(done, total), optional
+        Called after each pair.
+    **estimate_kwargs
+        Passed to :func:`estimate_strain`.
+
+    Returns
+    -------
+    dict
+        ``{"pairs", "metrics", "failure_rate", "arrays"}`` summary of what was written.
+    """
+    from analysis.metrics import failure_rate
+    from lab.store import SessionStore
+
+    if coarse not in ("dp", "cnn"):
+        raise ValueError(f"coarse must be 'dp' or 'cnn', got {coarse!r}")
+    model = None
+    if coarse == "cnn":
+        if model_path is None:
+            raise ValueError("coarse='cnn' needs model_path (a trained FlowCNN .safetensors)")
+        from analysis.strain.flownet import load_flow_cnn
+
+        model, _ = load_flow_cnn(model_path)
+    store = SessionStore.open(store_path, mode="a")
+    table = store.table("compression")
+    truth = store.table("truth/compression") if store.has_table("truth/compression") else None
+    pairs = _pairs_by_phantom(table.records)
+    if not pairs:
+        raise ValueError(f"{store_path}: the compression table has no pair of consecutive steps")
+
+    ax_list, lat_list, strain_list, metrics, keys = [], [], [], [], []
+    for done, (phantom_id, rec_a, rec_b) in enumerate(pairs, start=1):
+        rf_a = table.read("rf", rec_a["key"])[0]
+        rf_b = table.read("rf", rec_b["key"])[0]
+        res = estimate_strain(rf_a, rf_b, coarse=coarse, model=model, **estimate_kwargs)
+        truth_strain = None
+        if truth is not None and rec_b["key"] in truth:
+            truth_strain = (truth.read("axial_strain", rec_b["key"])[0]
+                            - truth.read("axial_strain", rec_a["key"])[0])
+        m = pair_metrics(res.axial_strain, res.valid, truth_strain=truth_strain)
+        m["phantom_id"] = phantom_id
+        m.update({f"seconds_{k}": v for k, v in res.seconds.items()})
+        metrics.append(m)
+        keys.append([rec_a["key"], rec_b["key"]])
+        ax_list.append(res.axial_displacement)
+        lat_list.append(res.lateral_displacement)
+        strain_list.append(res.axial_strain)
+        if out_png_dir is not None:
+            _write_png(Path(out_png_dir), coarse, rec_a["key"], rec_b["key"], res)
+        if progress is not None:
+            progress(done, len(pairs))
+
+    rates: dict[str, float] = {}
+    for phantom_id in dict.fromkeys(m["phantom_id"] for m in metrics):
+        idx = [k for k, m in enumerate(metrics) if m["phantom_id"] == phantom_id]
+        if len(idx) >= 2:
+            valid = _common_valid([strain_list[k] for k in idx])
+            rates[phantom_id] = failure_rate([strain_list[k][valid] for k in idx])[0]
+    attrs = {"pairs": keys, "metrics": metrics, "failure_rate": rates, "coarse": coarse,
+             "units": "displacement in RF samples / lines; strain dimensionless (relative, "
+                      "negative under compression)",
+             "model_path": str(model_path) if model_path is not None else None}
+    written = []
+    for name, data in (("axial_displacement", ax_list), ("lateral_displacement", lat_list),
+                       ("axial_strain", strain_list)):
+        path = f"strain/{coarse}/{name}"
+        store.write_array(path, np.stack(data).astype(np.float32),
+                          dims=("pair", "depth", "line"), attrs=attrs, overwrite=True)
+        written.append(path)
+    return {"pairs": keys, "metrics": metrics, "failure_rate": rates, "arrays": written}
+
+
+def _common_valid(images: list[NDArray[np.float32]]) -> tuple[slice, slice]:
+    """Bounding box of the pixels finite in every image; it must be finite throughout."""
+    finite = np.logical_and.reduce([np.isfinite(im) for im in images])
+    r = np.flatnonzero(finite.any(axis=1))
+    c = np.flatnonzero(finite.any(axis=0))
+    if r.size == 0 or c.size == 0:
+        raise ValueError("strain images share no finite region")
+    box = slice(int(r[0]), int(r[-1]) + 1), slice(int(c[0]), int(c[-1]) + 1)
+    if not finite[box].all():
+        raise ValueError("the finite part of the strain images is not rectangular")
+    return box
+
+
+def _write_png(out_dir: Path, coarse: str, key_a: str, key_b: str, res: StrainResult) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    name = f"{coarse}_{key_a.replace('/', '_')}__{key_b.rpartition('/')[2]}.png"
+    fig, axes = plt.subplots(1, 2, figsize=(8, 4), constrained_layout=True)
+    im0 = axes[0].imshow(res.axial_displacement, aspect="auto", cmap="viridis")
+    axes[0].set_title("axial displacement (samples)")
+    fig.colorbar(im0, ax=axes[0])
+    strain = -res.axial_strain  # show compression as positive
+    finite = strain[np.isfinite(strain)]
+    lo, hi = (np.percentile(finite, [2, 98]) if finite.size else (0.0, 1.0))
+    im1 = axes[1].imshow(strain, aspect="auto", cmap="gray", vmin=lo, vmax=hi)
+    axes[1].set_title(f"compressive strain ({coarse} + GLUE)")
+    fig.colorbar(im1, ax=axes[1])
+    for ax in axes:
+        ax.set_xlabel("line")
+        ax.set_ylabel("depth sample")
+    path = out_dir / name
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path

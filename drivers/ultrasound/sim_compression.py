@@ -1,0 +1,658 @@
+"""Quasi-static compression simulator: plane-strain FEM of a gelatin block plus RF frames.
+
+What it models
+--------------
+* **Mechanics.** A 2-D plane-strain, linear-elastic, small-strain finite-element model of the
+  block's depth x lateral cross-section (the block of :class:`drivers.sim.phantom.BlockPhantom`,
+  its modulus map from ``modulus_map_kpa``). Bilinear quadrilaterals on a regular grid with
+  *selective reduced integration* (deviatoric part 2 x 2 Gauss points, volumetric part one point)
+  so the nearly incompressible gelatin (Poisson's ratio 0.495 by default) does not lock.
+  Boundary conditions: the bottom face is held axially (``u_z = 0``) and the top face is pushed
+  down by a rigid plate (the probe) to ``u_z = applied_strain * height``; both contacts are
+  *frictionless* (lateral sliding free), and one bottom node is pinned laterally to remove the
+  rigid-body mode. A homogeneous block then has exactly uniform strain, and a stiff inclusion
+  strains less. The problem is linear, so one solve at unit strain serves every applied strain
+  (cached per phantom and mesh).
+* **Imaging.** Point scatterers, uniform random over the block cross-section (seeded by the
+  phantom's ``speckle_seed``, Gaussian amplitudes), moved with the FEM displacement, imaged in the
+  probe's frame (the probe is the compressing plate, so depth 0 is the top surface at every step).
+  RF = sum of a separable 2-D point-spread function: a Gaussian envelope times a cosine carrier
+  along depth (centre frequency, pulse-echo fractional bandwidth) and a Gaussian lateral beam.
+  Each scatterer's axial PSF is evaluated exactly at the RF samples (no quantisation of the
+  sub-sample motion that strain imaging measures); its lateral position is split linearly between
+  the two nearest lines, then the lines are convolved with the lateral beam.
+* **Noise.** Uniform white noise at a requested PSNR, as in [GLUENet] (12.7 dB case).
+
+What it does not model: attenuation, diffraction (depth-dependent beam), out-of-plane motion,
+finite-strain kinematics, friction at the plate, frequency-dependent scattering.
+
+Sign conventions
+----------------
+Depth increases away from the probe. Displacements are Lagrangian: the tissue imaged at pixel
+``(i, j)`` of the zero-strain frame moves by ``axial_displacement`` along depth (positive = away
+from the probe) and ``lateral_displacement`` along the line axis. Compression from the probe moves
+tissue *toward* the probe, so the axial displacement is negative, grows with depth, and the axial
+strain ``d(axial displacement)/d(depth)`` is negative; the applied strain is the positive
+compression fraction (``-mean axial strain`` of a homogeneous block).
+
+References
+----------
+.. [GLUENet] Kibria & Rivaz, "GLUENet: ultrasound elastography using convolutional neural
+   network", 2018 (``papers/gluenet-cnn-glue-strain-elastography.txt``).
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+import scipy.sparse.linalg as spla
+from numpy.typing import NDArray
+from scipy.ndimage import gaussian_filter1d
+
+from drivers.sim.phantom import BlockPhantom
+
+__all__ = [
+    "CompressionPair",
+    "PlaneStrainSolution",
+    "RfFrame",
+    "block_unit_solution",
+    "simulate_compression_pair",
+    "simulate_rf_frame",
+    "solve_plane_strain",
+]
+
+#: Largest applied strain accepted (small-strain linear model; the paper goes to 7 %).
+MAX_APPLIED_STRAIN = 0.2
+#: Element size of the block mesh (mm) unless a caller asks otherwise.
+DEFAULT_ELEMENT_MM = 0.5
+
+
+# --------------------------------------------------------------------------------------------
+# Finite elements
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class PlaneStrainSolution:
+    """Nodal displacements of a plane-strain block (mm) and its element strains.
+
+    Attributes
+    ----------
+    x_mm : ndarray, shape (n_x_nodes,)
+        Lateral node coordinates (mm), block frame (0 = centre line).
+    z_mm : ndarray, shape (n_z_nodes,)
+        Depth node coordinates (mm), 0 = top surface, positive down.
+    lateral_displacement_mm, axial_displacement_mm : ndarray, shape (n_z_nodes, n_x_nodes)
+        World-frame displacement (mm) of each node; axial positive = down (away from the probe).
+    axial_strain, lateral_strain : ndarray, shape (n_z_nodes - 1, n_x_nodes - 1)
+        ``d u_z / d z`` and ``d u_x / d x`` at element centres (dimensionless; axial negative in
+        compression).
+    applied_strain : float
+        Plate displacement / block height (positive = compression).
+    """
+
+    x_mm: NDArray[np.float64]
+    z_mm: NDArray[np.float64]
+    lateral_displacement_mm: NDArray[np.float64]
+    axial_displacement_mm: NDArray[np.float64]
+    axial_strain: NDArray[np.float64]
+    lateral_strain: NDArray[np.float64]
+    applied_strain: float
+
+    def scaled(self, applied_strain: float) -> PlaneStrainSolution:
+        """The same block at another applied strain (linear elasticity: fields scale)."""
+        k = applied_strain / self.applied_strain
+        return PlaneStrainSolution(
+            self.x_mm, self.z_mm, self.lateral_displacement_mm * k,
+            self.axial_displacement_mm * k, self.axial_strain * k, self.lateral_strain * k,
+            float(applied_strain),
+        )
+
+
+def _element_matrices(hx: float, hz: float) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Unit-modulus stiffness parts of a hx x hz bilinear quad (DOFs: ux, uz per node).
+
+    Returns ``(k_mu, k_lambda)``: the deviatoric part for mu = 1 (2 x 2 Gauss) and the volumetric
+    part for lambda = 1 (one-point rule). Nodes counter-clockwise from (-, -) in (x, z).
+    """
+    xi_a = np.array([-1.0, 1.0, 1.0, -1.0])
+    eta_a = np.array([-1.0, -1.0, 1.0, 1.0])
+
+    def b_matrix(xi: float, eta: float) -> NDArray[np.float64]:
+        dn_dx = xi_a * (1 + eta * eta_a) / 4 * (2 / hx)
+        dn_dz = eta_a * (1 + xi * xi_a) / 4 * (2 / hz)
+        b = np.zeros((3, 8))
+        b[0, 0::2] = dn_dx
+        b[1, 1::2] = dn_dz
+        b[2, 0::2] = dn_dz
+        b[2, 1::2] = dn_dx
+        return b
+
+    area = hx * hz
+    d_mu = np.diag([2.0, 2.0, 1.0])
+    g = 1 / np.sqrt(3.0)
+    k_mu = np.zeros((8, 8))
+    for xi in (-g, g):
+        for eta in (-g, g):
+            b = b_matrix(xi, eta)
+            k_mu += b.T @ d_mu @ b * (area / 4)
+    b0 = b_matrix(0.0, 0.0)
+    m = np.array([1.0, 1.0, 0.0])
+    k_lambda = np.outer(b0.T @ m, b0.T @ m) * area
+    return k_mu, k_lambda
+
+
+def solve_plane_strain(
+    youngs_modulus_kpa: NDArray[np.floating],
+    *,
+    element_mm: float,
+    applied_strain: float,
+    poisson_ratio: float = 0.495,
+) -> PlaneStrainSolution:
+    """Displacement of a block compressed between two frictionless rigid plates (plane strain).
+
+    Parameters
+    ----------
+    youngs_modulus_kpa : ndarray, shape (n_z_elements, n_x_elements), float
+        Young's modulus of each square element (kPa); row 0 touches the top plate (the probe).
+    element_mm : float
+        Element side length (mm).
+    applied_strain : float
+        Plate travel / block height, > 0 (compression), at most 0.2.
+    poisson_ratio : float, optional
+        In [0, 0.5); gelatin is nearly incompressible (0.495 default). Selective reduced
+        integration keeps the elements free of volumetric locking up to about 0.4999.
+
+    Returns
+    -------
+    PlaneStrainSolution
+        Nodal displacements (mm) and element strains; block frame with x centred.
+
+    Raises
+    ------
+    ValueError
+        NaN/inf or non-positive moduli, a non-2-D map, a non-positive or too large strain, or a
+        Poisson ratio outside [0, 0.5).
+
+    Notes
+    -----
+    Boundary conditions: ``u_z = 0`` on the bottom nodes, ``u_z = applied_strain * height`` on the
+    top nodes, no tangential traction on either plate, ``u_x = 0`` at the bottom-centre node.
+    Linear system ``K u = f`` assembled with :mod:`scipy.sparse` and solved by sparse LU.
+
+    Examples
+    --------
+    >>> sol = solve_plane_strain(np.full((10, 10), 20.0), element_mm=1.0, applied_strain=0.02)
+    >>> round(float(sol.axial_strain.mean()), 6)
+    -0.02
+    """
+    e = np.asarray(youngs_modulus_kpa, dtype=np.float64)
+    if e.ndim != 2 or min(e.shape) < 1:
+        raise ValueError(f"modulus map must be 2-D (depth, lateral elements), got shape {e.shape}")
+    if not np.all(np.isfinite(e)):
+        raise ValueError(f"modulus map contains {int(np.sum(~np.isfinite(e)))} NaN/inf values; "
+                         "every element needs a finite Young's modulus")
+    if np.any(e <= 0):
+        raise ValueError(f"modulus map must be > 0 kPa everywhere, min is {e.min()} kPa")
+    _check_strain(applied_strain, allow_zero=False)
+    if not (np.isfinite(element_mm) and element_mm > 0):
+        raise ValueError(f"element_mm must be a positive length in mm, got {element_mm}")
+    if not 0.0 <= poisson_ratio < 0.5:
+        raise ValueError(f"poisson_ratio must be in [0, 0.5), got {poisson_ratio}")
+
+    nz, nx = e.shape
+    h = float(element_mm)
+    k_mu, k_lambda = _element_matrices(h, h)
+    mu_unit = 1.0 / (2.0 * (1.0 + poisson_ratio))
+    lam_unit = poisson_ratio / ((1.0 + poisson_ratio) * (1.0 - 2.0 * poisson_ratio))
+    k_unit = mu_unit * k_mu + lam_unit * k_lambda  # per kPa of Young's modulus
+
+    n_xn, n_zn = nx + 1, nz + 1
+    iz, ix = np.meshgrid(np.arange(nz), np.arange(nx), indexing="ij")
+    n00 = (iz * n_xn + ix).ravel()
+    nodes = np.stack([n00, n00 + 1, n00 + 1 + n_xn, n00 + n_xn], axis=1)  # (elem, 4), ccw in x,z
+    dofs = np.empty((nodes.shape[0], 8), dtype=np.int64)
+    dofs[:, 0::2] = 2 * nodes
+    dofs[:, 1::2] = 2 * nodes + 1
+    rows = np.repeat(dofs, 8, axis=1).ravel()
+    cols = np.tile(dofs, (1, 8)).ravel()
+    vals = (e.ravel()[:, None, None] * k_unit[None]).ravel()
+    n_dof = 2 * n_xn * n_zn
+    k = sp.csr_matrix((vals, (rows, cols)), shape=(n_dof, n_dof))
+
+    height = nz * h
+    u = np.zeros(n_dof)
+    fixed = np.zeros(n_dof, dtype=bool)
+    top = np.arange(n_xn)
+    bottom = (n_zn - 1) * n_xn + np.arange(n_xn)
+    fixed[2 * top + 1] = True
+    u[2 * top + 1] = applied_strain * height
+    fixed[2 * bottom + 1] = True
+    fixed[2 * bottom[nx // 2]] = True
+    free = ~fixed
+    rhs = -(k[free][:, fixed] @ u[fixed])
+    u[free] = spla.spsolve(k[free][:, free].tocsc(), rhs, permc_spec="MMD_AT_PLUS_A")
+
+    ux = u[0::2].reshape(n_zn, n_xn)
+    uz = u[1::2].reshape(n_zn, n_xn)
+    axial_strain = 0.5 * (np.diff(uz, axis=0)[:, 1:] + np.diff(uz, axis=0)[:, :-1]) / h
+    lateral_strain = 0.5 * (np.diff(ux, axis=1)[1:, :] + np.diff(ux, axis=1)[:-1, :]) / h
+    x_mm = (np.arange(n_xn) - nx / 2) * h
+    z_mm = np.arange(n_zn) * h
+    return PlaneStrainSolution(x_mm, z_mm, ux, uz, axial_strain, lateral_strain,
+                               float(applied_strain))
+
+
+def _check_strain(applied_strain: float, *, allow_zero: bool) -> None:
+    ok = np.isfinite(applied_strain) and (
+        applied_strain >= 0 if allow_zero else applied_strain > 0
+    )
+    if not ok or applied_strain > MAX_APPLIED_STRAIN:
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ValueError(
+            f"applied_strain must be {bound} and <= {MAX_APPLIED_STRAIN} (a compression fraction, "
+            f"e.g. 0.02 for 2 %), got {applied_strain}"
+        )
+
+
+@functools.lru_cache(maxsize=16)
+def block_unit_solution(
+    phantom: BlockPhantom, element_mm: float = DEFAULT_ELEMENT_MM, poisson_ratio: float = 0.495
+) -> PlaneStrainSolution:
+    """FEM solution of ``phantom``'s depth x lateral cross-section at unit applied strain (cached).
+
+    The modulus of each element is the mean of a 2 x 2 sub-sampling of
+    ``phantom.modulus_map_kpa`` (smoother inclusion boundaries than centre sampling). Scale with
+    :meth:`PlaneStrainSolution.scaled`.
+    """
+    width_mm, _, height_mm = phantom.size_mm
+    nx = max(1, round(width_mm / element_mm))
+    nz = max(1, round(height_mm / element_mm))
+    sub = (np.arange(2 * nx) + 0.5) * (element_mm / 2) - nx * element_mm / 2
+    subz = (np.arange(2 * nz) + 0.5) * (element_mm / 2)
+    e_fine = phantom.modulus_map_kpa(sub[None, :], subz[:, None])
+    e = e_fine.reshape(nz, 2, nx, 2).mean(axis=(1, 3))
+    # Solve at a strain inside the accepted range, then rescale to 1 (the model is linear).
+    return solve_plane_strain(e, element_mm=element_mm, applied_strain=0.01,
+                              poisson_ratio=poisson_ratio).scaled(1.0)
+
+
+def _bilinear(
+    field: NDArray[np.float64], x0: float, dx: float, z0: float, dz: float,
+    x: NDArray[np.float64], z: NDArray[np.float64],
+) -> NDArray[np.float64]:
+    """Bilinear interpolation of ``field`` (z, x) on a regular grid, clamped at the edges."""
+    fx = np.clip((x - x0) / dx, 0, field.shape[1] - 1)
+    fz = np.clip((z - z0) / dz, 0, field.shape[0] - 1)
+    ix = np.minimum(fx.astype(np.int64), max(field.shape[1] - 2, 0))
+    iz = np.minimum(fz.astype(np.int64), max(field.shape[0] - 2, 0))
+    tx = fx - ix
+    tz = fz - iz
+    ix1 = np.minimum(ix + 1, field.shape[1] - 1)
+    iz1 = np.minimum(iz + 1, field.shape[0] - 1)
+    return ((1 - tz) * ((1 - tx) * field[iz, ix] + tx * field[iz, ix1])
+            + tz * ((1 - tx) * field[iz1, ix] + tx * field[iz1, ix1]))
+
+
+# --------------------------------------------------------------------------------------------
+# Scatterers and RF
+# --------------------------------------------------------------------------------------------
+@functools.lru_cache(maxsize=8)
+def _scatterers(
+    phantom: BlockPhantom, density_per_mm2: float
+) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
+    """Reference (zero-strain) scatterers of the whole cross-section: x_mm, z_mm, amplitude."""
+    width_mm, _, height_mm = phantom.size_mm
+    n = round(density_per_mm2 * width_mm * height_mm)
+    rng = np.random.default_rng(phantom.speckle_seed)
+    x = rng.uniform(-width_mm / 2, width_mm / 2, n)
+    z = rng.uniform(0.0, height_mm, n)
+    amp = rng.standard_normal(n)
+    for arr in (x, z, amp):
+        arr.setflags(write=False)
+    return x, z, amp
+
+
+@dataclass(frozen=True)
+class RfFrame:
+    """One simulated quasi-static RF frame and the true motion relative to zero strain.
+
+    Attributes
+    ----------
+    rf : ndarray, shape (depth_sample, line), float32
+        RF echo (arbitrary units), noise included.
+    depth_m : ndarray, shape (depth_sample,)
+        Depth of each sample (m) below the probe, ``i * sound_speed / (2 sampling_frequency)``.
+    lateral_m : ndarray, shape (line,)
+        Line positions (m), 0 = probe centre.
+    sampling_frequency, center_frequency, sound_speed : float
+        Hz, Hz, m/s (UFF names).
+    applied_strain : float
+        Compression fraction of this frame (0 = reference).
+    lateral_offset_mm : float
+        Probe centre in the block frame (mm).
+    axial_displacement_m, lateral_displacement_m : ndarray, shape (depth_sample, line), float32
+        True Lagrangian displacement (m) of the tissue at each zero-strain pixel, probe frame
+        (axial positive = away from the probe; negative under compression).
+    axial_strain : ndarray, shape (depth_sample, line), float32
+        True ``d u_axial / d depth`` at each pixel (negative under compression).
+    psnr_db : float or None
+        Noise level used (None = noise-free).
+    """
+
+    rf: NDArray[np.float32]
+    depth_m: NDArray[np.float64]
+    lateral_m: NDArray[np.float64]
+    sampling_frequency: float
+    center_frequency: float
+    sound_speed: float
+    applied_strain: float
+    lateral_offset_mm: float
+    axial_displacement_m: NDArray[np.float32]
+    lateral_displacement_m: NDArray[np.float32]
+    axial_strain: NDArray[np.float32]
+    psnr_db: float | None
+
+    @property
+    def sample_spacing_m(self) -> float:
+        """Axial distance between RF samples (m)."""
+        return self.sound_speed / (2.0 * self.sampling_frequency)
+
+    @property
+    def line_spacing_m(self) -> float:
+        """Distance between lines (m)."""
+        return float(self.lateral_m[1] - self.lateral_m[0]) if self.lateral_m.size > 1 else 1.0
+
+
+def _image_grid(
+    depth_mm: float, width_mm: float, n_lines: int, sampling_frequency: float, sound_speed: float
+) -> tuple[NDArray[np.float64], NDArray[np.float64], float, float]:
+    dz_m = sound_speed / (2.0 * sampling_frequency)
+    n_samples = round(depth_mm * 1e-3 / dz_m)
+    if n_samples < 8:
+        raise ValueError(f"depth {depth_mm} mm gives only {n_samples} RF samples; need >= 8")
+    pitch_mm = width_mm / n_lines
+    depth_m = np.arange(n_samples) * dz_m
+    lateral_m = (-width_mm / 2 + (np.arange(n_lines) + 0.5) * pitch_mm) * 1e-3
+    return depth_m, lateral_m, dz_m, pitch_mm
+
+
+def simulate_rf_frame(
+    phantom: BlockPhantom,
+    *,
+    applied_strain: float,
+    depth_mm: float,
+    width_mm: float,
+    n_lines: int,
+    lateral_offset_mm: float = 0.0,
+    sampling_frequency: float = 40e6,
+    center_frequency: float = 6.67e6,
+    sound_speed: float = 1540.0,
+    psnr_db: float | None = None,
+    rng_noise: np.random.Generator | None = None,
+    fractional_bandwidth: float = 0.6,
+    lateral_psf_fwhm_mm: float = 0.5,
+    scatterers_per_mm2: float = 40.0,
+    element_mm: float = DEFAULT_ELEMENT_MM,
+    poisson_ratio: float = 0.495,
+) -> RfFrame:
+    """RF frame of ``phantom`` compressed by the probe to ``applied_strain``.
+
+    Frames of one phantom (same ``speckle_seed``) at different strains share their scatterers,
+    so any two of them form a pre/post pair with known motion.
+
+    Parameters
+    ----------
+    phantom : BlockPhantom
+        Block and its inclusions (modulus map, size, speckle seed).
+    applied_strain : float
+        Compression fraction in [0, 0.2] (0 = the uncompressed reference).
+    depth_mm, width_mm : float
+        Imaged depth from the probe face and lateral extent of the lines (mm).
+    n_lines : int
+        Number of RF lines (A-lines) across ``width_mm``; at least 2.
+    lateral_offset_mm : float, optional
+        Probe centre in the block frame (mm); the field of view must lie inside the block.
+    sampling_frequency, center_frequency, sound_speed : float, optional
+        RF sampling rate (Hz), pulse centre frequency (Hz), speed of sound (m/s).
+    psnr_db : float or None, optional
+        Add uniform white noise with ``10 log10(max|rf|^2 / noise variance) = psnr_db``
+        ([GLUENet]: 12.7 dB). None: noise-free.
+    rng_noise : numpy.random.Generator, optional
+        Noise source; required when ``psnr_db`` is given.
+    fractional_bandwidth : float, optional
+        Pulse-echo -6 dB bandwidth / centre frequency of the Gaussian pulse.
+    lateral_psf_fwhm_mm : float, optional
+        Full width at half maximum of the Gaussian lateral beam (mm).
+    scatterers_per_mm2 : float, optional
+        Scatterer density over the cross-section.
+    element_mm, poisson_ratio : float, optional
+        FEM mesh size (mm) and Poisson's ratio.
+
+    Returns
+    -------
+    RfFrame
+        RF (depth_sample, line) float32 with the grid, metadata and true motion.
+
+    Raises
+    ------
+    ValueError
+        Negative/too large strain, a field of view outside the block, too few samples or lines,
+        a sampling rate below twice the top of the band, or noise requested without a generator.
+    """
+    _check_strain(applied_strain, allow_zero=True)
+    if n_lines < 2:
+        raise ValueError(f"n_lines must be >= 2, got {n_lines}")
+    if not (depth_mm > 0 and width_mm > 0):
+        raise ValueError(f"depth_mm and width_mm must be > 0, got {depth_mm}, {width_mm}")
+    top_hz = center_frequency * (1 + fractional_bandwidth / 2)
+    if sampling_frequency < 2 * top_hz:
+        raise ValueError(f"sampling_frequency {sampling_frequency:.4g} Hz is below twice the top "
+                         f"of the RF band ({top_hz:.4g} Hz)")
+    block_w, _, block_h = phantom.size_mm
+    if (abs(lateral_offset_mm) + width_mm / 2 > block_w / 2 + 1e-9
+            or depth_mm > block_h * (1 - applied_strain)):
+        raise ValueError(
+            f"field of view {depth_mm} x {width_mm} mm at lateral offset {lateral_offset_mm} mm "
+            f"does not fit in the {block_w} x {block_h} mm block compressed by "
+            f"{applied_strain:.3g}"
+        )
+    if psnr_db is not None and rng_noise is None:
+        raise ValueError("psnr_db was given but rng_noise is None; pass a np.random.Generator")
+
+    depth_m, lateral_m, dz_m, pitch_mm = _image_grid(depth_mm, width_mm, n_lines,
+                                                     sampling_frequency, sound_speed)
+    dz_mm = dz_m * 1e3
+    unit = block_unit_solution(phantom, element_mm, poisson_ratio)
+    plate_mm = applied_strain * block_h  # top-surface travel: the probe's frame moves with it
+    hx = unit.x_mm[1] - unit.x_mm[0]
+    hz = unit.z_mm[1] - unit.z_mm[0]
+
+    # Scatterers that can reach the field of view, moved with the FEM field (probe frame).
+    sx, sz, amp = _scatterers(phantom, scatterers_per_mm2)
+    sigma_samples = _axial_sigma_samples(center_frequency, sampling_frequency,
+                                         fractional_bandwidth)
+    sigma_lat_mm = lateral_psf_fwhm_mm / (2 * np.sqrt(2 * np.log(2)))
+    margin_z = 5 * sigma_samples * dz_mm
+    margin_x = 5 * sigma_lat_mm + pitch_mm
+    reach = plate_mm + margin_z
+    x_lo = lateral_offset_mm - width_mm / 2 - margin_x - 1.0
+    x_hi = lateral_offset_mm + width_mm / 2 + margin_x + 1.0
+    keep = (sz <= depth_mm + reach + 1.0) & (sx >= x_lo) & (sx <= x_hi)
+    x0, z0, a = sx[keep], sz[keep], amp[keep]
+    if applied_strain > 0:
+        ux = applied_strain * _bilinear(unit.lateral_displacement_mm, unit.x_mm[0], hx,
+                                        unit.z_mm[0], hz, x0, z0)
+        uz = applied_strain * _bilinear(unit.axial_displacement_mm, unit.x_mm[0], hx,
+                                        unit.z_mm[0], hz, x0, z0) - plate_mm
+    else:
+        ux = np.zeros_like(x0)
+        uz = np.zeros_like(z0)
+    depth_pos = (z0 + uz) / dz_mm  # fractional sample index
+    line_pos = (x0 + ux - lateral_offset_mm + width_mm / 2) / pitch_mm - 0.5  # fractional line
+
+    rf = _render(depth_pos, line_pos, a, n_samples=depth_m.size, n_lines=n_lines,
+                 sigma_samples=sigma_samples,
+                 period_samples=sampling_frequency / center_frequency,
+                 sigma_lines=sigma_lat_mm / pitch_mm)
+    if psnr_db is not None:
+        assert rng_noise is not None
+        peak = float(np.max(np.abs(rf)))
+        noise_rms = peak / 10 ** (psnr_db / 20.0)
+        half_width = noise_rms * np.sqrt(3.0)  # uniform on [-w, w] has variance w^2 / 3
+        rf = rf + rng_noise.uniform(-half_width, half_width, rf.shape)
+
+    # True Lagrangian motion at the zero-strain pixels (probe frame).
+    gx = lateral_m * 1e3 + lateral_offset_mm
+    gz = depth_m * 1e3
+    gxx, gzz = np.meshgrid(gx, gz)
+    if applied_strain > 0:
+        ax_mm = applied_strain * _bilinear(unit.axial_displacement_mm, unit.x_mm[0], hx,
+                                           unit.z_mm[0], hz, gxx, gzz) - plate_mm
+        lat_mm = applied_strain * _bilinear(unit.lateral_displacement_mm, unit.x_mm[0], hx,
+                                            unit.z_mm[0], hz, gxx, gzz)
+        strain = applied_strain * _bilinear(unit.axial_strain, unit.x_mm[0] + hx / 2, hx,
+                                            unit.z_mm[0] + hz / 2, hz, gxx, gzz)
+    else:
+        ax_mm = lat_mm = strain = np.zeros_like(gxx)
+    return RfFrame(
+        rf=rf.astype(np.float32), depth_m=depth_m, lateral_m=lateral_m,
+        sampling_frequency=float(sampling_frequency), center_frequency=float(center_frequency),
+        sound_speed=float(sound_speed), applied_strain=float(applied_strain),
+        lateral_offset_mm=float(lateral_offset_mm),
+        axial_displacement_m=(ax_mm * 1e-3).astype(np.float32),
+        lateral_displacement_m=(lat_mm * 1e-3).astype(np.float32),
+        axial_strain=np.asarray(strain, dtype=np.float32), psnr_db=psnr_db,
+    )
+
+
+def _axial_sigma_samples(center_frequency: float, sampling_frequency: float,
+                         fractional_bandwidth: float) -> float:
+    """Gaussian envelope sigma of the pulse-echo RF in samples, from the -6 dB bandwidth."""
+    sigma_f = fractional_bandwidth * center_frequency / (2 * np.sqrt(2 * np.log(2)))
+    sigma_t = 1.0 / (2 * np.pi * sigma_f)
+    return float(sigma_t * sampling_frequency)
+
+
+def _render(
+    depth_pos: NDArray[np.float64], line_pos: NDArray[np.float64], amp: NDArray[np.float64], *,
+    n_samples: int, n_lines: int, sigma_samples: float, period_samples: float, sigma_lines: float,
+) -> NDArray[np.float64]:
+    """Sum of separable PSFs: exact axial pulse per scatterer, linear split + Gaussian laterally."""
+    half = int(np.ceil(4 * sigma_samples))
+    inside = ((depth_pos > -half - 1) & (depth_pos < n_samples + half)
+              & (line_pos > -4 * sigma_lines - 2) & (line_pos < n_lines + 4 * sigma_lines + 1))
+    t, u, a = depth_pos[inside], line_pos[inside], amp[inside]
+    i0 = np.floor(t).astype(np.int64)
+    taps = np.arange(-half, half + 2)
+    rows = i0[:, None] + taps[None, :]  # (scatterer, tap)
+    d = rows - t[:, None]
+    pulse = np.exp(-0.5 * (d / sigma_samples) ** 2) * np.cos(2 * np.pi * d / period_samples)
+    pulse *= a[:, None]
+    j0 = np.floor(u).astype(np.int64)
+    f = (u - j0)[:, None]
+    pad = int(np.ceil(4 * sigma_lines)) + 2  # lines kept outside the view for the lateral blur
+    width = n_lines + 2 * pad
+    out = np.zeros(n_samples * width)
+    for dj, w in ((0, 1 - f), (1, f)):
+        cols = (j0 + dj + pad)[:, None]
+        ok = (rows >= 0) & (rows < n_samples) & (cols >= 0) & (cols < width)
+        idx = rows * width + cols
+        out += np.bincount(idx[ok], weights=(pulse * w)[ok], minlength=out.size)
+    img = out.reshape(n_samples, width)
+    img = gaussian_filter1d(img, sigma_lines, axis=1, mode="constant", truncate=4.0)
+    return img[:, pad:pad + n_lines]
+
+
+# --------------------------------------------------------------------------------------------
+# Pairs
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class CompressionPair:
+    """Pre/post-compression RF frames with the true motion between them.
+
+    Attributes
+    ----------
+    rf_pre, rf_post : ndarray, shape (depth_sample, line), float32
+        RF frames at zero strain and at ``applied_strain``.
+    axial_displacement_samples, lateral_displacement_samples : ndarray, (depth_sample, line)
+        True displacement in RF samples and in lines (float32): the echo at pre-pixel (i, j) is at
+        ``(i + axial, j + lateral)`` in the post frame.
+    axial_displacement_m, lateral_displacement_m : ndarray, (depth_sample, line), float32
+        The same in metres.
+    axial_strain : ndarray, (depth_sample, line), float32
+        True axial strain (negative under compression).
+    depth_m, lateral_m : ndarray
+        Pixel grid (m).
+    sampling_frequency, center_frequency, sound_speed, applied_strain : float
+    """
+
+    rf_pre: NDArray[np.float32]
+    rf_post: NDArray[np.float32]
+    axial_displacement_samples: NDArray[np.float32]
+    lateral_displacement_samples: NDArray[np.float32]
+    axial_displacement_m: NDArray[np.float32]
+    lateral_displacement_m: NDArray[np.float32]
+    axial_strain: NDArray[np.float32]
+    depth_m: NDArray[np.float64]
+    lateral_m: NDArray[np.float64]
+    sampling_frequency: float
+    center_frequency: float
+    sound_speed: float
+    applied_strain: float
+
+
+def simulate_compression_pair(
+    phantom: BlockPhantom,
+    *,
+    applied_strain: float,
+    depth_mm: float,
+    width_mm: float,
+    n_lines: int,
+    sampling_frequency: float = 40e6,
+    center_frequency: float = 6.67e6,
+    sound_speed: float = 1540.0,
+    psnr_db: float | None = None,
+    rng: np.random.Generator | None = None,
+    lateral_offset_mm: float = 0.0,
+    **imaging: float,
+) -> CompressionPair:
+    """Pre (zero strain) and post (``applied_strain``) RF frames of one phantom and their motion.
+
+    Parameters are those of :func:`simulate_rf_frame` (``rng`` draws the noise of both frames,
+    independently); ``applied_strain`` must be > 0. ``imaging`` passes the optional PSF, density
+    and mesh keywords through.
+
+    Returns
+    -------
+    CompressionPair
+
+    Examples
+    --------
+    >>> from drivers.sim.phantom import BlockPhantom
+    >>> pair = simulate_compression_pair(BlockPhantom("b", 7.5), applied_strain=0.01,
+    ...                                  depth_mm=5.0, width_mm=5.0, n_lines=16)
+    >>> pair.rf_pre.shape
+    (260, 16)
+    """
+    _check_strain(applied_strain, allow_zero=False)
+    common = dict(depth_mm=depth_mm, width_mm=width_mm, n_lines=n_lines,
+                  lateral_offset_mm=lateral_offset_mm, sampling_frequency=sampling_frequency,
+                  center_frequency=center_frequency, sound_speed=sound_speed, psnr_db=psnr_db,
+                  rng_noise=rng, **imaging)
+    pre = simulate_rf_frame(phantom, applied_strain=0.0, **common)  # type: ignore[arg-type]
+    post = simulate_rf_frame(phantom, applied_strain=applied_strain,
+                             **common)  # type: ignore[arg-type]
+    dz = post.sample_spacing_m
+    dx = post.line_spacing_m
+    return CompressionPair(
+        rf_pre=pre.rf, rf_post=post.rf,
+        axial_displacement_samples=(post.axial_displacement_m / dz).astype(np.float32),
+        lateral_displacement_samples=(post.lateral_displacement_m / dx).astype(np.float32),
+        axial_displacement_m=post.axial_displacement_m,
+        lateral_displacement_m=post.lateral_displacement_m,
+        axial_strain=post.axial_strain, depth_m=post.depth_m, lateral_m=post.lateral_m,
+        sampling_frequency=post.sampling_frequency, center_frequency=post.center_frequency,
+        sound_speed=post.sound_speed, applied_strain=post.applied_strain,
+    )
