@@ -300,3 +300,36 @@ def demo(
     except DemoError as exc:
         _fail(str(exc))
     console.print(f"[green]demo complete[/green]: open {out / 'report.html'}")
+
+
+# -- strain imaging --------------------------------------------------------------------------------
+@app.command()
+def strain(
+    store: StorePath,
+    coarse: Annotated[str, typer.Option(help="coarse estimator before GLUE: dp | cnn")] = "dp",
+    model: Annotated[Path | None, typer.Option(
+        help="flow CNN weights for --coarse cnn (see `elastolab train-flow`)")] = None,
+    png: Annotated[Path | None, typer.Option(help="directory for one PNG per pair")] = None,
+) -> None:
+    """Strain images of consecutive compression frames -> strain/<coarse>/ arrays and metrics."""
+    from analysis.strain.pipeline import run_strain
+    from lab.progress import progress_callback
+
+    if coarse not in ("dp", "cnn"):
+        _fail(f"--coarse must be dp or cnn, got {coarse!r}")
+    if coarse == "cnn" and model is None:
+        _fail("--coarse cnn needs --model (train one with `elastolab train-flow`)")
+    with _store_errors(), progress_callback(f"strain ({coarse}+GLUE)") as progress:
+        result = run_strain(store, coarse=coarse, model_path=model,  # type: ignore[arg-type]
+                            out_png_dir=png, progress=progress)
+    from rich.table import Table as RichTable
+
+    table = RichTable(title=f"{coarse.upper()}+GLUE strain")
+    for col in ("pair", "SNR", "CNR", "MSSIM"):
+        table.add_column(col)
+    for (a, b), m in zip(result["pairs"], result["metrics"], strict=True):
+        table.add_row(f"{a} -> {b}", *(f"{m[k]:.3g}" if m.get(k) is not None else "-"
+                                       for k in ("snr", "cnr", "mssim")))
+    console.print(table)
+    for phantom, rate in result["failure_rate"].items():
+        console.print(f"failure rate {phantom}: {100 * rate:.1f} % (NCC with the best image < 0.6)")
