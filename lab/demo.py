@@ -70,6 +70,7 @@ class DemoProfile:
     flow_epochs: int
     study_pairs: int
     study_shape: tuple[int, int]
+    indentation_rate_hz: float = 200.0
     seed: int = 0
 
 
@@ -80,7 +81,7 @@ PROFILES: dict[str, DemoProfile] = {
         inclusion_positions=1, compression_strains=(0.0, 0.01, 0.02),
         compression_depth_samples=400, compression_lines=48, window_px=9, cnn_profile="quick",
         cnn_max_steps=4, flow_training_pairs=6, flow_epochs=1, study_pairs=3,
-        study_shape=(300, 40),
+        study_shape=(300, 40), indentation_rate_hz=20.0,
     ),
     "default": DemoProfile(
         name="default", concentrations=(7.5, 10.0, 12.5, 15.0), cylinders_per_concentration=2,
@@ -126,7 +127,8 @@ def demo_config(profile: DemoProfile) -> SessionConfig:
         "lab": {"sim_seed": profile.seed},
         "phantoms": phantoms,
         "protocols": [
-            {"kind": "indentation", "cylinders": cylinders, "approach_gap_mm": 0.3},
+            {"kind": "indentation", "cylinders": cylinders, "approach_gap_mm": 0.3,
+             "sample_rate_hz": profile.indentation_rate_hz},
             {"kind": "swei", "blocks": blocks,
              "positions_per_block": profile.positions_per_block, **swei_common},
             # The inclusion block: probe positions over the inclusion only (no random margin).

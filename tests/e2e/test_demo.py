@@ -1,0 +1,121 @@
+"""The reduced demo: every stage runs, every figure and headline metric exists and is finite,
+a second run resumes instead of redoing or mixing, and a foreign directory is refused."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from lab.cli import app
+from lab.demo import STAGES, DemoError, run_demo
+from lab.verify import verify_store
+
+
+@pytest.fixture(scope="module")
+def demo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("demo") / "out"
+    run_demo(out, profile="smoke", show_progress=False)
+    return out
+
+
+def _finite_numbers(obj: object) -> list[float]:
+    if isinstance(obj, bool):
+        return []
+    if isinstance(obj, int | float):
+        return [float(obj)]
+    if isinstance(obj, dict):
+        return [x for v in obj.values() for x in _finite_numbers(v)]
+    if isinstance(obj, list):
+        return [x for v in obj for x in _finite_numbers(v)]
+    return []
+
+
+@pytest.mark.slow
+def test_every_stage_ran_and_report_is_complete(demo_dir: Path) -> None:
+    state = json.loads((demo_dir / "demo-state.json").read_text())
+    assert list(state["stages"]) == list(STAGES)
+    metrics = json.loads((demo_dir / "metrics.json").read_text())
+    assert metrics["all_finite"] is True
+    assert set(metrics["timings_s"]) >= set(STAGES) - {"report"}
+    assert len(metrics["labels"]) == 2
+    for lab in metrics["labels"]:
+        assert math.isfinite(lab["youngs_modulus_kpa"])
+    held = metrics["cnn_vs_tof"]["held_out"]
+    for method in ("cnn", "tof"):
+        assert math.isfinite(held[method]["overall"]["mae_kpa"])
+    assert set(metrics["strain_study"]) == {"dp", "cnn"}
+    html = (demo_dir / "report.html").read_text()
+    figures = sorted(p.relative_to(demo_dir).as_posix() for p in demo_dir.rglob("*.png"))
+    for name in ("figures/stress_strain.png", "figures/bmode.png", "figures/displacement.png",
+                 "figures/modulus-0.png"):
+        assert name in figures and name in html
+    assert any("figures/strain/" in f and f in html for f in figures)
+    assert verify_store(demo_dir / "session.zarr").clean
+
+
+@pytest.mark.slow
+def test_second_run_resumes_without_redoing(demo_dir: Path) -> None:
+    before = (demo_dir / "demo-state.json").read_text()
+    store_mtime = (demo_dir / "session.zarr" / "zarr.json").stat().st_mtime_ns
+    run_demo(demo_dir, profile="smoke", show_progress=False)
+    assert (demo_dir / "demo-state.json").read_text() == before
+    assert (demo_dir / "session.zarr" / "zarr.json").stat().st_mtime_ns == store_mtime
+
+
+@pytest.mark.slow
+def test_other_profile_into_same_dir_is_refused(demo_dir: Path) -> None:
+    with pytest.raises(DemoError, match="profile 'smoke'"):
+        run_demo(demo_dir, profile="default", show_progress=False)
+    result = CliRunner().invoke(app, ["demo", "--out", str(demo_dir), "--profile", "default",
+                                      "--no-progress"])
+    assert result.exit_code == 2 and "results are never mixed" in result.output
+
+
+def test_foreign_directory_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "thesis.tex").write_text("precious")
+    with pytest.raises(DemoError, match="not a demo output directory"):
+        run_demo(tmp_path, profile="smoke", show_progress=False)
+    assert (tmp_path / "thesis.tex").read_text() == "precious"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["thesis.tex"]
+
+
+# -- the CLI on the demo's store -------------------------------------------------------------------
+@pytest.mark.slow
+def test_cli_analysis_commands_on_demo_store(demo_dir: Path, tmp_path: Path) -> None:
+    import shutil
+
+    store = tmp_path / "copy.zarr"
+    shutil.copytree(demo_dir / "session.zarr", store)
+    runner = CliRunner()
+
+    def ok(*args: str) -> str:
+        result = runner.invoke(app, list(args))
+        assert result.exit_code == 0, f"{args}: {result.output}"
+        return result.output
+
+    assert "swei/iq" in ok("info", str(store))
+    assert "7.5" in ok("analyze", "labels", str(store), "--plot", str(tmp_path / "ss.png"))
+    assert (tmp_path / "ss.png").stat().st_size > 1000
+    assert "0 sequences computed" in ok("analyze", "displacement", str(store))  # all done: resume
+    assert "alpha = 0.750" in ok("analyze", "tof", str(store), "--alpha", "0.75")
+    model = demo_dir / "models" / "swei-cnn-w9.safetensors"
+    ok("predict", str(store), "--model", str(model), "--png", str(tmp_path / "maps"))
+    assert list((tmp_path / "maps").glob("map-*.png"))
+    out = ok("strain", str(store), "--coarse", "dp", "--png", str(tmp_path / "strain"))
+    assert "failure rate" in out and list((tmp_path / "strain").glob("*.png"))
+
+
+def test_cli_refuses_bad_arguments(tmp_path: Path) -> None:
+    runner = CliRunner()
+    bad_window = runner.invoke(app, ["train", str(tmp_path), "--window", "12"])
+    assert bad_window.exit_code == 2 and "--window must be one of" in bad_window.output
+    no_model = runner.invoke(app, ["strain", str(tmp_path), "--coarse", "cnn"])
+    assert no_model.exit_code == 2 and "needs --model" in no_model.output
+    missing = runner.invoke(app, ["analyze", "labels", str(tmp_path / "none.zarr")])
+    assert missing.exit_code == 2 and "not a Zarr v3 store" in missing.output
+    bad_sim = runner.invoke(app, ["sim", "serve", "robot"])
+    assert bad_sim.exit_code == 2 and "unknown simulator" in bad_sim.output
