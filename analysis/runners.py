@@ -290,9 +290,10 @@ def _phantom_moduli(store: SessionStore) -> list[float | None]:
 
 def run_tof(
     store_path: str | os.PathLike[str], *, alpha: float | None = None,
+    keys: Sequence[str] | None = None, calibration_keys: Sequence[str] | None = None,
     progress: Progress | None = None, **tof_options: Any,
 ) -> float:
-    """Time-of-flight maps of every sequence of the ``displacement`` table.
+    """Time-of-flight maps of the sequences of the ``displacement`` table.
 
     Parameters
     ----------
@@ -303,6 +304,11 @@ def run_tof(
         Scale in ``E = alpha rho 2 (1 + nu) c^2``. Default: calibrated by least squares against
         the ``labels`` of the homogeneous block phantoms (median speed per sequence) when the
         store has labels and phantoms, else 0.75 [SWEI].
+    keys : sequence of str, optional
+        Record keys to compute (default all); the maps of the others are NaN.
+    calibration_keys : sequence of str, optional
+        Keys whose sequences calibrate alpha (default: all computed ones); keep test sequences
+        out of it for an unbiased evaluation.
     progress : callable, optional
         ``progress(done, total)`` after each sequence.
     **tof_options
@@ -331,6 +337,14 @@ def run_tof(
     if not records:
         raise StoreError(f"{store.path}: the {DISPLACEMENT_TABLE!r} table is empty; run "
                          "run_displacement first")
+    all_keys = [r["key"] for r in records]
+    wanted = set(all_keys) if keys is None else set(keys)
+    unknown = wanted - set(all_keys)
+    if unknown:
+        raise StoreError(f"keys not in the {DISPLACEMENT_TABLE!r} table: {sorted(unknown)[:5]}")
+    calibrate_on = wanted if calibration_keys is None else set(calibration_keys)
+    if not calibrate_on <= wanted:
+        raise ValueError("calibration_keys must be among the computed keys")
     shape = tuple(disp_table.schema["displacement_m"]["row_shape"])
     depth, lateral = shape[1], shape[2]
     options = dict(tof_options)
@@ -344,8 +358,10 @@ def run_tof(
     with tempfile.TemporaryDirectory(prefix="elastolab-tof-") as tmp:
         speeds = np.lib.format.open_memmap(Path(tmp) / "speed.npy", mode="w+",
                                            dtype=np.float32, shape=(len(records), depth, lateral))
-        for i, record in enumerate(records):
-            key = record["key"]
+        speeds[...] = np.nan
+        todo = [i for i, k in enumerate(all_keys) if k in wanted]
+        for done, i in enumerate(todo, start=1):
+            key = all_keys[i]
             push_lateral = push_by_key.get(key)
             if push_lateral is None:
                 raise StoreError(f"swei record {key!r} has no push_lateral_m in its meta")
@@ -356,34 +372,36 @@ def run_tof(
                              **options)
             speeds[i] = result.speed_m_s
             if progress is not None:
-                progress(i + 1, len(records))
-        keys = [r["key"] for r in records]
+                progress(done, len(todo))
         how = "given"
         if alpha is None:
             alpha, how = ALPHA, "default (paper)"
             moduli = _phantom_moduli(store)
             pairs = [(float(np.nanmedian(speeds[i])), moduli[phantom_of[k]])
-                     for i, k in enumerate(keys)
-                     if phantom_of.get(k) is not None and phantom_of[k] < len(moduli)
-                     and moduli[phantom_of[k]] is not None and np.isfinite(speeds[i]).any()]
+                     for i, k in enumerate(all_keys)
+                     if k in calibrate_on and phantom_of.get(k) is not None
+                     and phantom_of[k] < len(moduli) and moduli[phantom_of[k]] is not None
+                     and np.isfinite(speeds[i]).any()]
             if pairs:
                 alpha = calibrate_alpha([p[0] for p in pairs], [p[1] for p in pairs],
                                         **material)
                 how = f"calibrated on {len(pairs)} sequences of homogeneous labelled phantoms"
         if not (math.isfinite(alpha) and alpha > 0):
             raise ValueError(f"alpha must be positive, got {alpha}")
-        common = {"keys": keys, "source": DISPLACEMENT_TABLE, "alpha": alpha, "alpha_source": how,
-                  **material, "options": dict(options)}
+        common = {"keys": all_keys, "computed": len(todo), "source": DISPLACEMENT_TABLE,
+                  "alpha": alpha, "alpha_source": how, **material, "options": dict(options)}
         dims = ("seq", "depth", "lateral")
         chunks = (1, depth, lateral)
         store.write_array(TOF_SPEED_MAP, speeds, dims=dims, chunks=chunks, overwrite=True,
                           allow_nan=True, attrs={**common, "units": "m/s"})
         moduli_kpa = np.lib.format.open_memmap(Path(tmp) / "modulus.npy", mode="w+",
                                                dtype=np.float32, shape=speeds.shape)
-        for i in range(len(records)):
+        moduli_kpa[...] = np.nan
+        for i in todo:
             moduli_kpa[i] = modulus_from_speed(speeds[i], alpha=alpha, **material)
         store.write_array(TOF_MAP, moduli_kpa, dims=dims, chunks=chunks, overwrite=True,
-                          allow_nan=True, attrs={**common, "units": "kPa",
+                          allow_nan=True,
+                          attrs={**common, "units": "kPa",
                                  "formula": "alpha * density * 2 (1 + poisson) * c^2"})
         del speeds, moduli_kpa
     return float(alpha)

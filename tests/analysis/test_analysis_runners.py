@@ -164,3 +164,17 @@ def test_run_labels_and_tof_with_calibrated_alpha(tmp_path: Path) -> None:
     kpa = SessionStore.open(path).read_array("maps/tof_kpa")
     assert np.median(kpa[np.isfinite(kpa)]) == pytest.approx(27.0, rel=0.03)
     assert SessionStore.open(path).root["maps/tof_kpa"].attrs["alpha"] == pytest.approx(alpha)
+
+
+def test_run_tof_subset_and_calibration_keys(tmp_path: Path) -> None:
+    store_path = make_store(tmp_path / "s.zarr", n_seq=2)
+    run_displacement(store_path)
+    keys = SessionStore.open(store_path).table("displacement").keys()
+    with pytest.raises(StoreError, match="keys not in"):
+        run_tof(store_path, keys=["nope"])
+    with pytest.raises(ValueError, match="calibration_keys must be among"):
+        run_tof(store_path, keys=keys[:1], calibration_keys=keys[1:2])
+    run_tof(store_path, keys=keys[:1], alpha=0.75, distance_px=21)
+    maps = SessionStore.open(store_path).read_array("maps/tof_kpa")
+    assert np.isfinite(maps[0]).any()
+    assert np.isnan(maps[1:]).all()  # not computed: NaN, never zero

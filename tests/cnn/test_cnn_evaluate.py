@@ -80,3 +80,17 @@ def test_run_train_then_predict_writes_maps(tmp_path) -> None:
     valid[2:-2, 2:-2] = True
     assert np.isfinite(maps[:, valid]).all() and np.isnan(maps[:, ~valid]).all()
     assert result["metrics"]["overall"]["pixels"] == len(data) * valid.sum()
+
+
+def test_inclusion_mask_comes_from_the_truth_map_not_the_label() -> None:
+    """An indentation label (39.98 kPa) differs slightly from the simulated background (40 kPa):
+    the background must still be recognised, or every pixel would count as inclusion."""
+    from dataclasses import replace
+
+    data = replace(_maps_set(), youngs_modulus_kpa=np.array([20.0, 60.0, 39.98]))
+    est = np.stack([data.target_map_kpa(s) for s in range(3)]).astype(np.float64)
+    est[2, 2:4, 3:6] = 70.0
+    m = map_metrics(est[2:], data, [2])
+    assert m["inclusion"]["pixels"] == 6
+    assert m["inclusion"]["mae_kpa"] == pytest.approx(30.0)
+    assert m["background"]["mae_kpa"] == 0.0 and m["background"]["pixels"] == 42
