@@ -6,22 +6,35 @@ reference, and return the displacement of frames 1..F in metres, shaped
 
 Implementation notes
 --------------------
-The arithmetic runs on real float planes (in-phase and quadrature) in small lateral blocks whose
-working buffers stay in the CPU cache, with every NumPy ufunc writing into preallocated buffers;
-blocks are spread over a few threads (NumPy releases the GIL in its loops). The complex
-autocorrelations are smoothed over the axial kernel by shifted adds of zero-padded buffers
-(cumulative sums in float64 for kernels longer than 9 samples), then turned into phases with
-``arctan2`` (the full-quadrant angle). ``bench/loupas.py`` compares this with a plain NumPy
-transcription of the formulas.
+complex64 input runs through fused Numba kernels (:mod:`analysis._loupas_numba`): one pass down
+depth per lateral strip and output frame that forms the lag-one products, sums them over the
+axial kernel and writes the displacement, vectorised across the lateral columns, with tasks
+spread over Numba's threads. They compile at the first call (or load Numba's on-disk cache),
+never at import.
+
+complex128 input, and complex64 when Numba cannot be imported, runs through NumPy: the
+arithmetic on real float planes (in-phase and quadrature) in small lateral blocks whose working
+buffers stay in the CPU cache, with every ufunc writing into preallocated buffers; blocks are
+spread over a few threads (NumPy releases the GIL in its loops). The complex autocorrelations
+are smoothed over the axial kernel by shifted adds of zero-padded buffers (cumulative sums in
+float64 for kernels longer than 9 samples), then turned into phases with ``arctan2`` (the
+full-quadrant angle).
+
+Both paths agree to float32 rounding (see the tests); ``bench/loupas.py`` compares them with a
+plain NumPy transcription of the formulas.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import itertools
 import math
 import os
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Literal, overload
 
 import numpy as np
@@ -36,6 +49,10 @@ Reference = Literal["fixed", "progressive"]
 _BLOCK_PIXELS = 32_768
 #: Kernels longer than this use cumulative sums instead of shifted adds.
 _MAX_SHIFT_ADD_KERNEL = 9
+#: Widest lateral strip of one Numba task (wider strips amortise the per-row loop set-up).
+_MAX_STRIP = 1024
+#: Narrowest strip the Numba path splits down to for more parallel tasks.
+_MIN_STRIP = 64
 
 
 def default_axial_kernel(*, sampling_frequency: float, modulation_frequency: float) -> int:
@@ -118,8 +135,9 @@ def loupas(
     return_quality : bool, optional
         Also return the correlation coefficient map (see Returns).
     workers : int, optional
-        Threads to use; default the CPUs available to this process. Pass 1 inside an outer
-        parallel scheduler.
+        Threads to use; default the CPUs available to this process (capped at Numba's thread
+        count on the Numba path). 1 runs in the calling thread without a thread pool: pass 1
+        inside an outer parallel scheduler.
 
     Returns
     -------
@@ -321,9 +339,82 @@ def _estimate(
     lead = iq.shape[:-3]
     frames, depth, lateral = iq.shape[-3:]
     seqs = iq.reshape(-1, frames, depth, lateral)
-    real = np.float32 if iq.dtype == np.complex64 else np.float64
+    kernels = _numba_kernels() if iq.dtype == np.complex64 else None
+    if kernels is not None:
+        out, quality = _run_numba(kernels, seqs, config, workers)
+    else:
+        out, quality = _run_numpy(seqs, config, workers)
+    out = out.reshape(*lead, frames - 1, depth, lateral)
+    if quality is not None:
+        return out, quality.reshape(out.shape)
+    return out
+
+
+@functools.cache
+def _numba_kernels() -> ModuleType | None:
+    """The Numba kernel module, or None when Numba cannot be imported (NumPy path then)."""
+    try:
+        from analysis import _loupas_numba
+    except ImportError:
+        return None
+    return _loupas_numba
+
+
+@contextlib.contextmanager
+def _numba_threads(n: int) -> Iterator[int]:
+    """Set Numba's thread count for this thread to ``min(n, NUMBA_NUM_THREADS)``, then restore."""
+    import numba
+
+    n = min(n, numba.config.NUMBA_NUM_THREADS)
+    previous = numba.get_num_threads()
+    numba.set_num_threads(n)
+    try:
+        yield n
+    finally:
+        numba.set_num_threads(previous)
+
+
+def _strip_width(seqs_shape: tuple[int, ...], progressive: bool, threads: int) -> int:
+    """Lateral strip width of a Numba task: wide, but enough tasks to keep `threads` busy."""
+    n_seq, frames, _, lateral = seqs_shape
+    per_strip = n_seq * (1 if progressive else frames - 1)  # tasks per strip
+    wanted = math.ceil(4 * threads / per_strip) if threads > 1 else 1
+    strips = max(math.ceil(lateral / _MAX_STRIP), min(wanted, lateral // _MIN_STRIP))
+    return math.ceil(lateral / max(strips, 1))
+
+
+def _run_numba(
+    kernels: ModuleType, seqs: np.ndarray, config: _Config, workers: int,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Fused Numba estimate of (sequence, frame, depth, lateral) complex64 IQ."""
+    n_seq, frames, depth, lateral = seqs.shape
+    out = np.empty((n_seq, frames - 1, depth, lateral), np.float32)
+    quality = np.empty_like(out) if config.quality else None
+    with contextlib.ExitStack() as stack:
+        threads = stack.enter_context(_numba_threads(workers)) if workers > 1 else 1
+        guard = kernels.run(
+            seqs, out, quality, kernel=config.kernel,
+            progressive=config.reference == "progressive", ensemble=config.ensemble,
+            loupas=config.method == "loupas", phase_to_m=config.phase_to_m,
+            theta_scale=config.theta_scale, theta_offset=config.theta_offset,
+            check_frequency=config.check_frequency, threads=threads,
+            width=_strip_width(seqs.shape, config.reference == "progressive", threads),
+        )
+    if not np.isfinite(guard).all():
+        for k in range(frames):
+            if not np.isfinite(seqs[:, k]).all():
+                raise ValueError(f"iq contains NaN or inf (frame {k}); mask or repair it first")
+    return out, quality
+
+
+def _run_numpy(
+    seqs: np.ndarray, config: _Config, workers: int,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Blocked NumPy estimate of (sequence, frame, depth, lateral) complex IQ."""
+    _, frames, depth, lateral = seqs.shape
+    real = np.float32 if seqs.dtype == np.complex64 else np.float64
     out = np.empty((seqs.shape[0], frames - 1, depth, lateral), dtype=real)
-    quality = np.empty_like(out) if return_quality else None
+    quality = np.empty_like(out) if config.quality else None
 
     n_blocks = _n_blocks(depth, lateral, workers)
     edges = np.linspace(0, lateral, n_blocks + 1).round().astype(int)
@@ -342,11 +433,7 @@ def _estimate(
         with ThreadPoolExecutor(max_workers=min(workers, len(jobs))) as pool:
             # list() re-raises the first worker exception here
             list(pool.map(run, jobs))
-
-    out = out.reshape(*lead, frames - 1, depth, lateral)
-    if quality is not None:
-        return out, quality.reshape(out.shape)
-    return out
+    return out, quality
 
 
 def _n_blocks(depth: int, lateral: int, workers: int) -> int:
