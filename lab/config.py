@@ -24,6 +24,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    FiniteFloat,
     NonNegativeFloat,
     PositiveFloat,
     PositiveInt,
@@ -59,6 +60,11 @@ class RobotConfig(_Model):
     payload_kg: NonNegativeFloat = Field(0.35, description="probe + holder + Nano43 mass")
     tcp_offset_m: tuple[float, float, float, float, float, float] = Field(
         (0.0, 0.0, 0.12, 0.0, 0.0, 0.0), description="tool centre point (probe face), flange frame"
+    )
+    watchdog_min_frequency_hz: NonNegativeFloat = Field(
+        10.0, description="arm ur_rtde's RTDE watchdog at this frequency (Hz): the controller "
+        "stops the robot when the host is silent for longer than 1/f s (lost link, crashed "
+        "host); 0 = off"
     )
 
 
@@ -167,6 +173,11 @@ class BlockConfig(_Model):
     inclusions: tuple[InclusionConfig, ...] = ()
     viscosity_pa_s: NonNegativeFloat = 0.3
     speckle_seed: int = 0
+    origin_m: tuple[FiniteFloat, FiniteFloat, FiniteFloat] | None = Field(
+        None, description="robot base-frame position (x, y, z in m) of the block's top-surface "
+        "centre, block x along base x and depth along -z; None = automatic bench layout (a row "
+        "along x at y = -0.30 m on a table at z = 0, see protocols.plan)"
+    )
 
 
 class CylinderConfig(_Model):

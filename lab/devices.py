@@ -5,7 +5,8 @@ probe force sensor, hexapod, indenter force sensor, ultrasound system), the cloc
 operator. With ``backend = "sim"`` everywhere, the instruments are the simulators of
 :mod:`drivers.sim` sharing one :class:`~drivers.sim.world.SimWorld` on a virtual
 :class:`~lab.clock.SimClock`, with the config's blocks placed on the bench
-(:func:`protocols.plan.bench_layout`), and the operator is simulated too. With real backends the
+(:func:`protocols.plan.bench_layout`), the robot starting inside the session's workspace
+(:func:`sim_home_pose`), and the operator is simulated too. With real backends the
 drivers connect to the addresses of the config, on the wall clock, and the operator is a person
 at the console. Mixing simulated and real instruments is refused: the simulated ones would not
 feel the real phantoms.
@@ -146,6 +147,19 @@ def block_phantom(cfg: BlockConfig) -> BlockPhantom:
     )
 
 
+def sim_home_pose(config: SessionConfig, layout: dict[str, list[float]]) -> list[float]:
+    """Start pose of the simulated robot: probe face down over the middle of the session's
+    workspace box, half-way between the travel height above the blocks and the top of the box
+    (clipped into the box), so a session starts inside its own workspace."""
+    from protocols.plan import PROBE_DOWN_RAD, travel_z_m
+
+    lo = np.asarray(config.safety.workspace_min_m, dtype=float)
+    hi = np.asarray(config.safety.workspace_max_m, dtype=float)
+    x, y, _ = (lo + hi) / 2
+    z = float(np.clip((travel_z_m(layout) + hi[2]) / 2, lo[2], hi[2]))
+    return [float(x), float(y), z, *PROBE_DOWN_RAD]
+
+
 def _backends(config: SessionConfig) -> set[str]:
     lab = config.lab
     return {lab.robot.backend, lab.hexapod.backend, lab.probe_force_sensor.backend,
@@ -188,14 +202,16 @@ def _build_sim(config: SessionConfig, faults: Any) -> LabDevices:
     blocks = [(block_phantom(p), layout[p.id]) for p in config.phantoms
               if isinstance(p, BlockConfig)]
     clock = SimClock()
+    watchdog_hz = lab_cfg.robot.watchdog_min_frequency_hz or None
     limits = RobotLimits(workspace_min_m=safety.workspace_min_m,
                          workspace_max_m=safety.workspace_max_m,
                          max_speed_m_s=safety.robot_speed_max_m_s,
                          max_acceleration_m_s2=safety.robot_acceleration_max_m_s2)
     timeout_s = min(lab_cfg.probe_force_sensor.timeout_s, lab_cfg.indenter_force_sensor.timeout_s)
     sim = build_sim_lab(seed=lab_cfg.sim_seed, clock=clock, blocks=blocks, faults=faults,
-                        robot_limits=limits, rdt_rate_hz=lab_cfg.probe_force_sensor.rate_hz,
-                        timeout_s=timeout_s)
+                        robot_limits=limits, robot_home_pose=sim_home_pose(config, layout),
+                        robot_watchdog_hz=watchdog_hz,
+                        rdt_rate_hz=lab_cfg.probe_force_sensor.rate_hz, timeout_s=timeout_s)
     try:
         sim.world.set_cylinder(None)
         ultrasound = SimUltrasound(sim.world, clock,
@@ -251,7 +267,9 @@ def _build_real(config: SessionConfig, interactive: bool) -> LabDevices:
                              workspace_max_m=safety.workspace_max_m,
                              max_speed_m_s=safety.robot_speed_max_m_s,
                              max_acceleration_m_s2=safety.robot_acceleration_max_m_s2)
-        robot = UrRtdeRobot.from_host(lab_cfg.robot.host, clock, limits)
+        robot = UrRtdeRobot.from_host(
+            lab_cfg.robot.host, clock, limits,
+            watchdog_min_frequency_hz=lab_cfg.robot.watchdog_min_frequency_hz or None)
         closers.append(robot.close)
         robot.set_payload(lab_cfg.robot.payload_kg, (0.0, 0.0, 0.05))
         robot.set_tcp(lab_cfg.robot.tcp_offset_m)

@@ -9,7 +9,8 @@ only the guarded ones. The guard enforces, below any protocol code:
   of the guarded robot and hexapod read the watchdog once per sample period while they wait, so a
   motion is stopped within one sample period of the force crossing the limit even when the
   protocol itself is not reading.
-* **Robot workspace box and speed / acceleration caps**, checked before a move is sent.
+* **Robot workspace box and speed / acceleration caps**, checked before a move is sent; a unit
+  does not start while the robot stands outside the box (:meth:`GuardedRobot.check_start_pose`).
 * **Hexapod soft limits and velocity cap**, checked before a move is sent.
 * **Push duty cycle** (minimum time between pushes) and the probe contact force at the push.
 
@@ -211,6 +212,22 @@ class GuardedRobot:
             raise SafetyError(self.name, f"acceleration {acceleration_m_s2} m/s^2 is outside "
                                          f"(0, {cap_a}] m/s^2 (refused)")
         self.__robot.check(target, speed_m_s=speed_m_s, acceleration_m_s2=acceleration_m_s2)
+
+    def check_start_pose(self) -> None:
+        """Raise :class:`SafetyError` if the robot stands outside the workspace box.
+
+        The runner calls it before every unit: every move of a unit is checked against the box,
+        but a unit that starts outside it would travel from there (its first lift is vertical,
+        so it could stay outside the box, or cross a region the box is meant to keep clear).
+        """
+        here = self.__robot.tool_pose()
+        lo = np.asarray(self._safety.workspace_min_m)
+        hi = np.asarray(self._safety.workspace_max_m)
+        if np.any(here[:3] < lo) or np.any(here[:3] > hi):
+            raise SafetyError(self.name, f"the robot is at {np.round(here[:3], 4).tolist()} m, "
+                              f"outside the workspace box {lo.tolist()}..{hi.tolist()} m; move "
+                              "it inside the box (pendant or freedrive) before starting a unit "
+                              "(refused)")
 
     def move_linear(self, pose: ArrayLike, *, speed_m_s: float, acceleration_m_s2: float
                     ) -> MotionStatus:

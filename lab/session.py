@@ -22,6 +22,11 @@ Lifecycle of a store (root attributes):
   acknowledges (simulated: automatically) and the links are reconnected, up to ``max_retries``
   times; otherwise the session stops cleanly with ``status = "failed"`` and a message saying why.
   Refusals by the safety guard (a target outside the limits) are never retried.
+* One runner per store: ``run`` and ``resume`` hold ``STORE/logs/runner.lock``
+  (:mod:`lab.session_lock`) while they work; a second process is refused, a lock left by a
+  killed runner on this host is taken over with a warning.
+* Before every unit the guard checks that the robot stands inside the workspace box
+  (:meth:`lab.safety.GuardedRobot.check_start_pose`); a robot outside it stops the session.
 * Every run of the runner appends ``{"start_utc", "stop_utc", "outcome", "resumed"}`` to
   ``sessions``; logs go to ``store.log_path()`` as well as the console.
 
@@ -57,6 +62,7 @@ from lab.config import BlockConfig, SessionConfig, parse_config
 from lab.devices import LabDevices, build_devices
 from lab.logs import attach_log_file, console, detach_log_file
 from lab.safety import Guard, SafetyError
+from lab.session_lock import runner_lock
 from lab.store import ArraySpec, SessionStore, StoreError, plan_hash
 from protocols import compression, indentation, swei
 from protocols.common import MOTION_TIMEOUT_S
@@ -142,6 +148,8 @@ def run_session(
         The plan breaks a safety limit (nothing is created or moved).
     lab.store.StoreError
         ``store_path`` exists.
+    lab.session_lock.StoreLockedError
+        Another runner took the new store's lock first (a ``resume`` started meanwhile).
     """
     plan, problems = plan_session(config)
     if problems:
@@ -149,14 +157,15 @@ def run_session(
                            + "\n  ".join(problems))
     store = SessionStore.create(store_path, config=config.model_dump(mode="json"),
                                 plan=plan.to_json())
-    store.root.require_group("phantoms").update_attributes(
-        {"phantoms": phantom_table(config, plan.layout)})
-    store.set_attrs(status="running", message="",
-                    progress={"completed": [], "table_records": {}})
-    runner = SessionRunner(store, config, plan, devices_factory=devices_factory,
-                           show_progress=show_progress, interactive=interactive,
-                           retry_delay_s=retry_delay_s)
-    return runner.run(resumed=False)
+    with runner_lock(store.path):
+        store.root.require_group("phantoms").update_attributes(
+            {"phantoms": phantom_table(config, plan.layout)})
+        store.set_attrs(status="running", message="",
+                        progress={"completed": [], "table_records": {}})
+        runner = SessionRunner(store, config, plan, devices_factory=devices_factory,
+                               show_progress=show_progress, interactive=interactive,
+                               retry_delay_s=retry_delay_s)
+        return runner.run(resumed=False)
 
 
 def resume_session(
@@ -169,7 +178,20 @@ def resume_session(
     ------
     SessionError
         The store has no plan or its plan does not match its hash.
+    lab.session_lock.StoreLockedError
+        Another runner holds the store (see :mod:`lab.session_lock`).
     """
+    SessionStore.open(store_path, mode="r")  # is it a store? (read-only: touches nothing)
+    with runner_lock(store_path):
+        return _resume_locked(store_path, devices_factory=devices_factory,
+                              show_progress=show_progress, interactive=interactive,
+                              retry_delay_s=retry_delay_s)
+
+
+def _resume_locked(
+    store_path: str | os.PathLike[str], *, devices_factory: DevicesFactory | None,
+    show_progress: bool, interactive: bool, retry_delay_s: float,
+) -> SessionResult:
     store = SessionStore.open(store_path, mode="a")  # trims uncommitted rows
     attrs = store.attrs
     if store.plan is None or "progress" not in attrs:
@@ -428,6 +450,7 @@ class SessionRunner:
             self._rollback(counts)
             self.guard.set_mode(unit.kind)
             try:
+                self.guard.devices.robot.check_start_pose()
                 self._dispatch(unit)
             except KeyboardInterrupt:
                 state = self._make_safe(unit)

@@ -15,11 +15,12 @@ against the safety limits without touching hardware (``--dry-run``).
 
 Bench layout
 ------------
-The config does not give block positions; blocks stand in a row on the table in config order,
-``BLOCK_SPACING_M`` apart along the robot base x axis, centred on x = 0 at y = ``BENCH_Y_M``, on a
-table at z = 0 (the block origin is its top-surface centre, so its z is the block height). The
-real lab must place its blocks the same way (``docs``); a per-block position field in the config
-would lift this restriction.
+A block's ``origin_m`` (config) is the robot base-frame position of its top-surface centre, block x
+along base x, block y along base y, depth along -z. Blocks without one stand in a row on the table
+in config order, ``BLOCK_SPACING_M`` apart along the base x axis, centred on x = 0 at
+y = ``BENCH_Y_M``, on a table at z = 0 (so the origin's z is the block height); a block with an
+``origin_m`` keeps its slot in that row empty. :func:`check_plan` reports blocks whose footprints
+overlap and, through the poses of every unit, probe positions outside the workspace box.
 """
 
 from __future__ import annotations
@@ -135,13 +136,31 @@ class Plan:
 
 # -- layout ----------------------------------------------------------------------------------------
 def bench_layout(config: SessionConfig) -> dict[str, list[float]]:
-    """Base-frame position (m) of each block's top-surface centre (see module docstring)."""
+    """Base-frame position (m) of each block's top-surface centre: its ``origin_m`` if given,
+    else its slot in the automatic row (see module docstring)."""
     blocks = [p for p in config.phantoms if isinstance(p, BlockConfig)]
     n = len(blocks)
     return {
-        b.id: [(i - (n - 1) / 2) * BLOCK_SPACING_M, BENCH_Y_M, b.size_mm[2] * 1e-3]
+        b.id: ([float(v) for v in b.origin_m] if b.origin_m is not None
+               else [(i - (n - 1) / 2) * BLOCK_SPACING_M, BENCH_Y_M, b.size_mm[2] * 1e-3])
         for i, b in enumerate(blocks)
     }
+
+
+def layout_problems(config: SessionConfig, layout: dict[str, list[float]]) -> list[str]:
+    """Blocks whose footprints (x-y rectangles on the bench) overlap; empty when none do."""
+    blocks = [p for p in config.phantoms if isinstance(p, BlockConfig)]
+    problems = []
+    for i, a in enumerate(blocks):
+        for b in blocks[i + 1:]:
+            (ax, ay, _), (bx, by, _) = layout[a.id][:3], layout[b.id][:3]
+            gap_x = abs(ax - bx) - (a.size_mm[0] + b.size_mm[0]) * 0.5e-3
+            gap_y = abs(ay - by) - (a.size_mm[1] + b.size_mm[1]) * 0.5e-3
+            if gap_x < 0 and gap_y < 0:
+                problems.append(f"blocks {a.id!r} at {np.round(layout[a.id], 4).tolist()} m and "
+                                f"{b.id!r} at {np.round(layout[b.id], 4).tolist()} m overlap on "
+                                "the bench; change origin_m")
+    return problems
 
 
 def probe_pose(origin_m: list[float], x_mm: float, y_mm: float, height_m: float) -> list[float]:
@@ -304,12 +323,15 @@ def check_plan(plan: Plan, config: SessionConfig) -> list[str]:
     problems: list[str] = []
     lo = np.asarray(safety.workspace_min_m)
     hi = np.asarray(safety.workspace_max_m)
+    problems += layout_problems(config, plan.layout) if plan.layout else []
 
     def pose_ok(unit: Unit, name: str) -> None:
         xyz = np.asarray(unit.params[name][:3])
         if np.any(xyz < lo) or np.any(xyz > hi):
+            origin = np.round(unit.params["origin_m"], 4).tolist()
             problems.append(f"{unit.unit_id}: {name} {np.round(xyz, 4).tolist()} m is outside the "
-                            f"robot workspace box {lo.tolist()}..{hi.tolist()} m")
+                            f"robot workspace box {lo.tolist()}..{hi.tolist()} m (block "
+                            f"{unit.phantom_id!r} at origin_m {origin})")
 
     for unit in plan.units:
         p = unit.params

@@ -4,10 +4,21 @@ Every vendor call's return value is checked (``moveL``, ``setPayload``, ``setTcp
 on failure, for example on a protective stop) and vendor ``RuntimeError`` (lost socket) becomes a
 :class:`~drivers.base.DeviceError` naming the call. A protective stop is surfaced as
 :class:`~drivers.base.ProtectiveStopError` and never released here: that needs an operator.
+
+RTDE watchdog (optional, ``watchdog_min_frequency_hz``). ur_rtde's ``setWatchdog(f)`` makes the
+controller stop the robot and its control script when no ``kickWatchdog()`` arrives for ``1 / f``
+seconds, which covers what the host cannot: a lost link or a crashed host during a move. The
+driver arms it on :meth:`UrRtdeRobot.connect` (and before a move if it is not armed) and kicks it
+on every pose read, move and poll (the host talks to the robot at least once per control period
+while anything moves). The watchdog cannot be paused, so it also fires while the robot stands
+still and the host is busy elsewhere (an indentation run); that stop is harmless, and the next
+move re-uploads the control script (``reuploadScript``) and re-arms the watchdog first. A move
+that a watchdog stop ended early raises :class:`~drivers.base.DeviceError` saying so.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -24,6 +35,8 @@ from drivers.base import (
 )
 from drivers.robot.base import RobotLimits
 from lab.clock import Clock
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 #: A move counts as on target within this distance (m) and rotation (rad).
@@ -48,6 +61,9 @@ class UrRtdeRobot:
         Device name for errors.
     poll_interval_s : float
         Time between polls while waiting for a move.
+    watchdog_min_frequency_hz : float or None
+        Arm the controller's RTDE watchdog at this frequency (Hz) on :meth:`connect`; None leaves
+        it off. See the module docstring.
     """
 
     def __init__(
@@ -59,7 +75,11 @@ class UrRtdeRobot:
         *,
         name: str = "robot",
         poll_interval_s: float = 0.008,
+        watchdog_min_frequency_hz: float | None = None,
     ) -> None:
+        if watchdog_min_frequency_hz is not None and not watchdog_min_frequency_hz > 0:
+            raise ValueError(f"watchdog frequency must be > 0 Hz, got {watchdog_min_frequency_hz}")
+        self.watchdog_min_frequency_hz = watchdog_min_frequency_hz
         self.control = control
         self.receive = receive
         self.clock = clock
@@ -68,12 +88,14 @@ class UrRtdeRobot:
         self.poll_interval_s = float(poll_interval_s)
         self._motion_id = 0
         self._stopped_motion = -1
+        self._watchdog_armed = False
 
     @classmethod
     def from_host(
-        cls, host: str, clock: Clock, limits: RobotLimits | None = None, *, name: str = "robot"
+        cls, host: str, clock: Clock, limits: RobotLimits | None = None, *, name: str = "robot",
+        watchdog_min_frequency_hz: float | None = None,
     ) -> UrRtdeRobot:
-        """Connect to a real UR controller at ``host`` with ur_rtde."""
+        """Connect to a real UR controller at ``host`` with ur_rtde (and arm the watchdog)."""
         import rtde_control
         import rtde_receive
 
@@ -82,7 +104,10 @@ class UrRtdeRobot:
             control = rtde_control.RTDEControlInterface(host)
         except RuntimeError as err:
             raise DeviceError(name, f"cannot connect to UR at {host}: {err}") from err
-        return cls(control, receive, clock, limits, name=name)
+        robot = cls(control, receive, clock, limits, name=name,
+                    watchdog_min_frequency_hz=watchdog_min_frequency_hz)
+        robot.connect()
+        return robot
 
     # ------------------------------------------------------------------ plumbing
     def _call(self, command: str, fn: Callable[[], T]) -> T:
@@ -92,7 +117,8 @@ class UrRtdeRobot:
             raise DeviceError(self.name, f"ur_rtde call failed: {err}", command=command) from err
 
     def connect(self) -> None:
-        """Make sure both interfaces are connected (reconnecting once if needed)."""
+        """Make sure both interfaces are connected (reconnecting once if needed); arm the
+        watchdog when one is configured."""
         for label, iface in (("control", self.control), ("receive", self.receive)):
             if not self._call(f"{label}.isConnected()", iface.isConnected):
                 if not self._call(f"{label}.reconnect()", iface.reconnect):
@@ -100,6 +126,39 @@ class UrRtdeRobot:
                         self.name, f"{label} interface is not connected",
                         command=f"{label}.reconnect()", reply="False",
                     )
+        self._watchdog_armed = False
+        self._ensure_watchdog()
+
+    def _ensure_watchdog(self) -> None:
+        """Arm the watchdog (when configured and not armed), re-uploading the control script
+        first if it is not running (a watchdog stop); nothing while in a protective stop."""
+        f = self.watchdog_min_frequency_hz
+        if f is None:
+            return
+        running = self._call("isProgramRunning()", self.control.isProgramRunning)
+        if running and self._watchdog_armed:
+            return
+        if not running:
+            if self.protective_stopped:
+                return  # an operator must release it; moves raise ProtectiveStopError
+            log.info("%s: the control script is not running (RTDE watchdog stop); re-uploading "
+                     "it", self.name)
+            if not self._call("reuploadScript()", self.control.reuploadScript):
+                raise DeviceError(self.name, "the control script is not running and could not "
+                                  "be re-uploaded", command="reuploadScript()", reply="False")
+        command = f"setWatchdog({f})"
+        if not self._call(command, lambda: self.control.setWatchdog(f)):
+            raise DeviceError(self.name, "setWatchdog refused", command=command, reply="False")
+        self._watchdog_armed = True
+        self.kick_watchdog()
+
+    def kick_watchdog(self) -> None:
+        """Tell the controller the host is alive (no-op without a watchdog)."""
+        if self.watchdog_min_frequency_hz is None:
+            return
+        if not self._call("kickWatchdog()", self.control.kickWatchdog):
+            raise DeviceError(self.name, "kickWatchdog refused", command="kickWatchdog()",
+                              reply="False")
 
     def close(self) -> None:
         """Disconnect both interfaces (the robot keeps its state)."""
@@ -116,6 +175,7 @@ class UrRtdeRobot:
     # ------------------------------------------------------------------ readings
     def tool_pose(self) -> NDArray[np.float64]:
         """TCP pose ``[x, y, z, rx, ry, rz]`` (m, rad) in the base frame, shape (6,)."""
+        self.kick_watchdog()
         raw = self._call("getActualTCPPose()", self.receive.getActualTCPPose)
         pose = np.asarray(raw, dtype=np.float64)
         if pose.shape != (6,) or not np.all(np.isfinite(pose)):
@@ -186,6 +246,8 @@ class UrRtdeRobot:
         target = np.asarray(pose, dtype=np.float64)
         command = f"moveL({target.tolist()}, {speed_m_s}, {acceleration_m_s2}, True)"
         self._raise_if_protective_stop(command)
+        self._ensure_watchdog()
+        self.kick_watchdog()
         progress_before = self._call(
             "getAsyncOperationProgress()", self.control.getAsyncOperationProgress
         )
@@ -201,6 +263,7 @@ class UrRtdeRobot:
 
         def poll() -> tuple[bool, bool]:
             self._raise_if_protective_stop(command)
+            self.kick_watchdog()
             progress = self._call(
                 "getAsyncOperationProgress()", self.control.getAsyncOperationProgress
             )
@@ -213,6 +276,14 @@ class UrRtdeRobot:
                 np.linalg.norm(here[:3] - target[:3]) <= TARGET_TOLERANCE_M
                 and np.linalg.norm(here[3:] - target[3:]) <= TARGET_TOLERANCE_RAD
             )
+            if not reached and self.watchdog_min_frequency_hz is not None and not self._call(
+                "isProgramRunning()", self.control.isProgramRunning
+            ):
+                raise DeviceError(
+                    self.name, "the controller's RTDE watchdog stopped the move (no kick for "
+                    f"{1.0 / self.watchdog_min_frequency_hz:.3g} s: link lost or host stalled)",
+                    command=command,
+                )
             return True, reached
 
         return MotionStatus(self.name, self.clock, poll, self.poll_interval_s, command=command)
@@ -220,6 +291,10 @@ class UrRtdeRobot:
     def stop(self, success: bool = False) -> None:
         """Decelerate to a stop (``stopL``); a running move's status ends with ``success``."""
         self._stopped_motion = -1 if success else self._motion_id
+        if self.watchdog_min_frequency_hz is not None and not self._call(
+            "isProgramRunning()", self.control.isProgramRunning
+        ):
+            return  # a watchdog stop already halted the robot; no script to take stopL
         self._call("stopL(10.0)", lambda: self.control.stopL(10.0))
 
     def set_payload(self, mass_kg: float, cog_m: ArrayLike) -> None:

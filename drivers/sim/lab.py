@@ -31,7 +31,7 @@ from drivers.sim.gcs import GcsController, GcsSimServer
 from drivers.sim.netft import NetFtSimServer
 from drivers.sim.phantom import BlockPhantom, CylinderPhantom
 from drivers.sim.rtde import SimRtdeControl, SimRtdeReceive
-from drivers.sim.world import SimWorld
+from drivers.sim.world import DEFAULT_ROBOT_HOME_POSE, SimWorld
 from lab.clock import SimClock
 
 #: Where ``build_sim_lab`` puts a block by default: top-surface centre 100 mm above the table.
@@ -84,6 +84,8 @@ def build_sim_lab(
     faults: FaultConfig | None = None,
     gcs_client: Literal["pipython", "socket"] = "socket",
     robot_limits: RobotLimits | None = None,
+    robot_home_pose: ArrayLike = DEFAULT_ROBOT_HOME_POSE,
+    robot_watchdog_hz: float | None = None,
     rdt_rate_hz: float = 200.0,
     timeout_s: float = 2.0,
 ) -> SimLab:
@@ -105,6 +107,10 @@ def build_sim_lab(
         How the hexapod driver talks GCS: our socket client or PI's pipython.
     robot_limits : RobotLimits or None
         Workspace and caps of the robot driver.
+    robot_home_pose : array_like, shape (6,)
+        Where the simulated robot starts (TCP pose, m and rad).
+    robot_watchdog_hz : float or None
+        Arm the simulated controller's RTDE watchdog at this frequency through the driver.
     rdt_rate_hz : float
         RDT rate of both Net F/T simulators and drivers.
     timeout_s : float
@@ -121,7 +127,8 @@ def build_sim_lab(
     if cylinder is None:
         cylinder = CylinderPhantom("cylinder-7.5", 7.5)
     world = SimWorld(
-        clock, np.random.default_rng(seed), blocks=blocks, cylinder=cylinder, faults=faults
+        clock, np.random.default_rng(seed), blocks=blocks, cylinder=cylinder, faults=faults,
+        robot_home_pose=robot_home_pose,
     )
     started: list[GcsSimServer | NetFtSimServer] = []
     connected: list[NetFtSensor | GcsHexapod] = []
@@ -155,7 +162,8 @@ def build_sim_lab(
             sensor.connect()
             connected.append(sensor)
             sensors.append(sensor)
-        robot = UrRtdeRobot(SimRtdeControl(world), SimRtdeReceive(world), clock, robot_limits)
+        robot = UrRtdeRobot(SimRtdeControl(world), SimRtdeReceive(world), clock, robot_limits,
+                            watchdog_min_frequency_hz=robot_watchdog_hz)
         robot.connect()
     except BaseException:
         for device in connected:

@@ -9,6 +9,13 @@ runs and toggles between -1 and -2 as operations finish; with the link down (fau
 ``disconnected``) every call raises ``RuntimeError`` as ur_rtde does on a lost socket, and
 ``isConnected`` returns False. A protective stop is never released by these classes.
 
+The controller's RTDE watchdog is mirrored: ``setWatchdog(min_frequency)`` arms it,
+``kickWatchdog()`` restarts its period, and when the period passes without a kick (for example
+because the link is down, so kicks cannot arrive) the world halts the robot and stops the control
+script, in virtual time, whether or not anyone is calling. While the script is stopped ``moveL``
+returns False and ``isProgramRunning`` is False; ``reuploadScript()`` (or ``reconnect()``) starts
+it again without a watchdog, as a fresh ur_rtde control script would be.
+
 Not modelled: joint space, inverse kinematics, blending, servo/speed/force modes, the dashboard.
 """
 
@@ -63,7 +70,7 @@ class SimRtdeControl(_SimRtdeBase):
         target = np.asarray(pose, dtype=float)
         if target.shape != (6,) or not np.all(np.isfinite(target)):
             raise RuntimeError("moveL: pose must be 6 finite numbers")
-        if self.world.protective_stopped:
+        if self.world.protective_stopped or not self.world.robot_program_running:
             return False  # the control script is not running
         self._finish_async_if_ended()
         if self._async_running:  # a new move replaces the running one
@@ -94,7 +101,32 @@ class SimRtdeControl(_SimRtdeBase):
 
     def isProgramRunning(self) -> bool:
         self._require_link()
-        return not self.world.protective_stopped
+        return not self.world.protective_stopped and self.world.robot_program_running
+
+    def reconnect(self) -> bool:
+        if not super().reconnect():
+            return False
+        if not self.world.robot_program_running:  # ur_rtde uploads its script on reconnect
+            self.world.robot_restart_program()
+        return True
+
+    def reuploadScript(self) -> bool:
+        self._require_link()
+        if self.world.robot_program_running:
+            return True  # ur_rtde only uploads when no script runs
+        return self.world.robot_restart_program()
+
+    def setWatchdog(self, min_frequency: float = 10.0) -> bool:
+        self._require_link()
+        if not min_frequency > 0 or not self.isProgramRunning():
+            return False
+        self.world.robot_set_watchdog(min_frequency)
+        return True
+
+    def kickWatchdog(self) -> bool:
+        self._require_link()
+        self.world.robot_kick_watchdog()
+        return True
 
     def isPoseWithinSafetyLimits(self, pose: list[float]) -> bool:
         self._require_link()

@@ -17,7 +17,9 @@ standing under it. Both sensors report compression as positive Fz.
 
 What is modelled: positions as exact functions of virtual time, contact forces (see
 :mod:`drivers.sim.contact`), sensor offsets, noise, quantisation and saturation, transient force
-spikes and protective stops. Not modelled: robot dynamics and joint limits, tilt of probe or plate,
+spikes, protective stops and the controller's RTDE watchdog (set, kicked and fired in virtual
+time: when it fires the robot halts and the control script stops until it is re-uploaded). Not
+modelled: robot dynamics and joint limits, tilt of probe or plate,
 friction, lateral forces, block edges (the probe is in contact when its centre is over the block),
 viscoelastic creep, temperature drift.
 """
@@ -41,8 +43,10 @@ from lab.clock import SimClock
 SensorName = Literal["probe_sensor", "indenter_sensor"]
 HEXAPOD_AXES = ("X", "Y", "Z", "U", "V", "W")
 
-#: Home pose of the simulated UR3 TCP: 250 mm above the table, probe face down.
-DEFAULT_ROBOT_HOME_POSE = (0.35, 0.0, 0.25, np.pi, 0.0, 0.0)
+#: Home pose of the simulated UR3 TCP: 250 mm above the table, probe face down. It lies inside both
+#: the default session workspace (:class:`lab.config.SafetyConfig`) and the default driver limits
+#: (:class:`drivers.robot.base.RobotLimits`), so a session can start from it.
+DEFAULT_ROBOT_HOME_POSE = (0.20, -0.30, 0.25, np.pi, 0.0, 0.0)
 #: Length (m) that converts a rotation (rad) into path length for timing a linear move.
 ROTATION_PATH_RADIUS_M = 0.1
 #: Table stiffness (N/mm) felt by a probe pushed into the table beside the blocks.
@@ -226,6 +230,9 @@ class SimWorld:
         self._robot_motion = _LinearMotion(home, home, clock.now(), 1.0, 1.0)
         self._protective_stop = False
         self._protective_stop_injected = False
+        self._program_running = True
+        self._watchdog_period_s: float | None = None
+        self._watchdog_last_kick_s = clock.now()
         self._payload: tuple[float, tuple[float, float, float]] = (0.0, (0.0, 0.0, 0.0))
         self._tcp_offset = np.zeros(6)
         zero = dict.fromkeys(HEXAPOD_AXES, 0.0)
@@ -299,6 +306,8 @@ class SimWorld:
         with self._lock:
             if self._protective_stop:
                 raise RuntimeError("robot is in a protective stop")
+            if not self._program_running:
+                raise RuntimeError("the control script is not running")
             now = self.clock.now()
             start = self._robot_motion.pose(now)
             self._robot_motion = _LinearMotion(start, target, now, speed_m_s, acceleration_m_s2)
@@ -337,6 +346,39 @@ class SimWorld:
         """Release a protective stop (an operator action; drivers never call this themselves)."""
         with self._lock:
             self._protective_stop = False
+
+    # -- controller script and its RTDE watchdog (ur_rtde's setWatchdog / kickWatchdog)
+    @property
+    def robot_program_running(self) -> bool:
+        """True while the controller runs the RTDE control script (False after a watchdog stop)."""
+        with self._lock:
+            return self._program_running
+
+    def robot_set_watchdog(self, min_frequency_hz: float) -> None:
+        """Arm the controller's watchdog: without a kick for ``1 / min_frequency_hz`` s of
+        virtual time the robot halts and the control script stops (ur_rtde's "stop" action)."""
+        if not min_frequency_hz > 0:
+            raise ValueError(f"watchdog frequency must be > 0 Hz, got {min_frequency_hz}")
+        with self._lock:
+            self._watchdog_period_s = 1.0 / float(min_frequency_hz)
+            self._watchdog_last_kick_s = self.clock.now()
+
+    def robot_kick_watchdog(self) -> None:
+        """An input update from the host: restarts the watchdog period."""
+        with self._lock:
+            self._watchdog_last_kick_s = self.clock.now()
+
+    def robot_restart_program(self) -> bool:
+        """Start the control script again (``reuploadScript``); the new script has no watchdog.
+
+        Returns False (nothing done) while the robot is in a protective stop.
+        """
+        with self._lock:
+            if self._protective_stop:
+                return False
+            self._program_running = True
+            self._watchdog_period_s = None
+            return True
 
     def set_payload(self, mass_kg: float, cog_m: ArrayLike) -> None:
         cog = tuple(float(v) for v in np.asarray(cog_m, dtype=float).reshape(3))
@@ -496,7 +538,8 @@ class SimWorld:
 
     # ------------------------------------------------------------------ time
     def _on_advance(self, t_from_s: float, t_to_s: float) -> None:
-        """Find protective stops between two clock readings (force limit or injected)."""
+        """Find protective stops (force limit or injected) and watchdog stops between two clock
+        readings."""
         with self._lock:
             if self._protective_stop:
                 return
@@ -506,15 +549,29 @@ class SimWorld:
                 self._halt_robot(max(injected, t_from_s))
                 self._protective_stop = True
                 return
-            m = self._robot_motion
-            t_begin = max(t_from_s, m.t_start_s)
-            t_end = min(t_to_s, m.t_end_s)
-            if t_end <= t_begin:
+            t_watchdog = np.inf
+            if self._program_running and self._watchdog_period_s is not None:
+                t_watchdog = max(self._watchdog_last_kick_s + self._watchdog_period_s, t_from_s)
+            if self._force_stop_between(t_from_s, min(t_to_s, t_watchdog)):
                 return
-            travelled_m = m.length_m * (m.fraction(t_end) - m.fraction(t_begin))
-            steps = int(np.clip(np.ceil(travelled_m / 5e-5), 1, 2000))
-            for t in np.linspace(t_begin, t_end, steps + 1)[1:]:
-                if self._contact_at(m.pose(float(t))).force_n >= self.protective_stop_force_n:
-                    self._halt_robot(float(t))
-                    self._protective_stop = True
-                    return
+            if t_watchdog <= t_to_s:
+                self._halt_robot(float(t_watchdog))
+                self._program_running = False
+                self._watchdog_period_s = None
+
+    def _force_stop_between(self, t_from_s: float, t_to_s: float) -> bool:
+        """Protective stop where the contact force first reaches the robot's limit in the
+        interval; True if it did."""
+        m = self._robot_motion
+        t_begin = max(t_from_s, m.t_start_s)
+        t_end = min(t_to_s, m.t_end_s)
+        if t_end <= t_begin:
+            return False
+        travelled_m = m.length_m * (m.fraction(t_end) - m.fraction(t_begin))
+        steps = int(np.clip(np.ceil(travelled_m / 5e-5), 1, 2000))
+        for t in np.linspace(t_begin, t_end, steps + 1)[1:]:
+            if self._contact_at(m.pose(float(t))).force_n >= self.protective_stop_force_n:
+                self._halt_robot(float(t))
+                self._protective_stop = True
+                return True
+        return False
