@@ -77,6 +77,7 @@ class NetFtSensor:
         self._buffer = SampleBuffer()
         self._stream_thread: threading.Thread | None = None
         self._stream_stop = threading.Event()
+        self._stream_started = threading.Event()
         self._stream_period_s = 0.0
         self._callback_error: BaseException | None = None
 
@@ -212,11 +213,18 @@ class NetFtSensor:
         self._stream_stop.clear()
         t_start = self.clock.now()
         self._send(rdt.CMD_START_REALTIME, 0)
+        self._stream_started.clear()
         self._stream_thread = threading.Thread(
             target=self._receive, args=(sock, decimation, callback, t_start),
             name=f"netft-{self.name}", daemon=True,
         )
         self._stream_thread.start()
+        # The Net F/T answers a start request with its first record at once: wait for it (real
+        # time), so that the stream is known to run before the caller moves on.
+        if not self._stream_started.wait(self.timeout_s):
+            self.stop_streaming()
+            raise DeviceTimeoutError(self.name, f"no record within {self.timeout_s} s of starting "
+                                     "the stream", command="start realtime streaming")
 
     def stop_streaming(self) -> None:
         """Tell the device to stop and end the receiving thread."""
@@ -284,6 +292,7 @@ class NetFtSensor:
                 self.lost_packets += step - 1
             if first_seq is None:
                 first_seq = seq
+                self._stream_started.set()
             last_seq = seq
             offset = (seq - first_seq) & 0xFFFF_FFFF
             if offset % decimation:

@@ -182,3 +182,17 @@ def test_parse_record_line():
     assert parse_record_line(" 0, 1, -2, 3, 4, 5, 6\r\n") == (0, (1, -2, 3, 4, 5, 6))
     with pytest.raises(ValueError):
         parse_record_line("0,1,2")
+
+
+def test_start_streaming_waits_for_the_first_record(netft):
+    """start_streaming returns only once the device streams; a silent device is an error (and
+    the receiving thread is not left running: the suite's leak check would fail)."""
+    world, _, sensor = netft
+    world.faults.sensor_dropout.add("indenter_sensor")
+    sensor.timeout_s = 0.2
+    with pytest.raises(DeviceTimeoutError, match="no record"):
+        sensor.start_streaming(rate_hz=100.0)
+    world.faults.sensor_dropout.clear()
+    sensor.start_streaming(rate_hz=100.0)
+    assert len(sensor.drain()) >= 1  # the first record is there on return
+    sensor.stop_streaming()
