@@ -22,11 +22,18 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from analysis.strain._checks import check_frames
+from analysis.strain.bandpass import bandpass_rf
 from analysis.strain.dp import dp_displacement
 from analysis.strain.glue import GlueSolver, glue
 from analysis.strain.lsq import kalman_strain, lsq_strain
 
-__all__ = ["CoarseMethod", "StrainResult", "estimate_strain", "run_strain"]
+__all__ = [
+    "CoarseMethod",
+    "StrainResult",
+    "dp_lateral_search",
+    "estimate_strain",
+    "run_strain",
+]
 
 CoarseMethod = Literal["dp", "cnn"]
 
@@ -49,7 +56,7 @@ class StrainResult:
     coarse : str
         ``"dp"`` or ``"cnn"``.
     seconds : dict
-        Wall time of each stage (``coarse``, ``glue``, ``strain``).
+        Wall time of each stage (``bandpass``, ``coarse``, ``glue``, ``strain``).
     """
 
     axial_displacement: NDArray[np.float32]
@@ -62,14 +69,40 @@ class StrainResult:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
+def dp_lateral_search(n_lines: int, *, max_strain: float, lateral_ratio: float = 1.0) -> int:
+    """Half-width (lines) of the DP lateral search that covers the edges of the frame.
+
+    Under compression the tissue expands sideways from the centre of the block: with the frame
+    centred on it, a line ``k`` lines from the centre moves by about
+    ``k * lateral_ratio * strain`` lines, where ``lateral_ratio = -eps_lateral / eps_axial``
+    (``nu / (1 - nu)`` ~ 0.98 for nearly incompressible gelatin in plane strain between
+    frictionless plates, 1.0 default as the upper bound). The edge lines (``k = n_lines / 2``)
+    set the range; one line of slack is added.
+
+    Examples
+    --------
+    >>> dp_lateral_search(250, max_strain=0.08)
+    11
+    """
+    if n_lines < 1:
+        raise ValueError(f"n_lines must be >= 1, got {n_lines}")
+    if not (np.isfinite(lateral_ratio) and lateral_ratio >= 0):
+        raise ValueError(f"lateral_ratio must be >= 0, got {lateral_ratio}")
+    return math.ceil(0.5 * n_lines * lateral_ratio * max_strain) + 1
+
+
 def estimate_strain(
     rf_pre: ArrayLike,
     rf_post: ArrayLike,
     *,
     coarse: CoarseMethod = "dp",
     model: Any = None,
+    sampling_frequency: float | None = None,
+    center_frequency: float | None = None,
+    bandpass: bool | None = None,
+    bandpass_fractional_bandwidth: float = 1.0,
     max_strain: float = 0.08,
-    dp_lateral_range: tuple[int, int] = (-3, 3),
+    dp_lateral_range: tuple[int, int] | None = None,
     dp_weight: float = 0.1,
     dp_block: int = 4,
     dp_line_step: int = 8,
@@ -94,10 +127,24 @@ def estimate_strain(
         Coarse estimator: dynamic programming (GLUE) or the flow CNN (GLUENet).
     model : FlowCNN, optional
         Trained network; required for ``coarse="cnn"``.
+    sampling_frequency, center_frequency : float, optional
+        RF sampling rate and transducer centre frequency (Hz). When both are given the frames
+        are band-passed first (see ``bandpass``).
+    bandpass : bool, optional
+        Zero-phase band-pass of both frames around the centre frequency
+        (:func:`analysis.strain.bandpass.bandpass_rf`) before DP/CNN and GLUE, as a scanner's
+        receive chain band-limits its RF; it removes out-of-band (e.g. white electronic) noise.
+        Default (None): on when both frequencies are known. True without them is an error.
+    bandpass_fractional_bandwidth : float, optional
+        Pass band ``fc (1 -+ b / 2)``; 1.0 passes 0.5-1.5 fc.
     max_strain : float, optional
         Largest compression expected; sets the DP axial search range to
-        ``(-ceil(max_strain * depth_samples) - 3, 3)``.
-    dp_lateral_range, dp_weight, dp_block, dp_line_step : optional
+        ``(-ceil(max_strain * depth_samples) - 3, 3)`` and, by default, the lateral one.
+    dp_lateral_range : (int, int), optional
+        DP lateral search (lines). Default: ``+-dp_lateral_search(line, max_strain=max_strain)``,
+        which covers the sideways expansion at the frame edges for a frame centred on the
+        compressed block (7 % over 250 lines moves the edge lines by ~8.6 lines).
+    dp_weight, dp_block, dp_line_step : optional
         DP parameters (:func:`analysis.strain.dp.dp_displacement`).
     alpha1, alpha2, beta1, beta2, glue_iterations, crop_samples, crop_lines, solver : optional
         GLUE parameters (:func:`analysis.strain.glue.glue`).
@@ -114,8 +161,8 @@ def estimate_strain(
     Raises
     ------
     ValueError
-        Bad frames, an unknown coarse method, ``coarse="cnn"`` without a model, or parameters
-        the stages reject.
+        Bad frames, an unknown coarse method, ``coarse="cnn"`` without a model, ``bandpass=True``
+        without both frequencies, or parameters the stages reject.
     """
     pre, post = check_frames(rf_pre, rf_post)
     n, m = pre.shape
@@ -123,8 +170,23 @@ def estimate_strain(
         raise ValueError(f"coarse must be 'dp' or 'cnn', got {coarse!r}")
     if not (np.isfinite(max_strain) and 0 < max_strain < 0.5):
         raise ValueError(f"max_strain must be in (0, 0.5), got {max_strain}")
+    known = sampling_frequency is not None and center_frequency is not None
+    if bandpass is None:
+        bandpass = known
+    elif bandpass and not known:
+        raise ValueError("bandpass=True needs sampling_frequency and center_frequency (Hz)")
     seconds: dict[str, float] = {}
     t0 = time.perf_counter()
+    if bandpass:
+        assert sampling_frequency is not None and center_frequency is not None
+        kw = dict(sampling_frequency=sampling_frequency, center_frequency=center_frequency,
+                  fractional_bandwidth=bandpass_fractional_bandwidth)
+        pre, post = check_frames(bandpass_rf(pre, **kw), bandpass_rf(post, **kw))
+    seconds["bandpass"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    if dp_lateral_range is None:
+        half = dp_lateral_search(m, max_strain=max_strain)
+        dp_lateral_range = (-half, half)
     if coarse == "dp":
         dp = dp_displacement(
             pre, post, axial_range=(-math.ceil(max_strain * n) - 3, 3),
@@ -282,7 +344,10 @@ def run_strain(
     """Strain images for every pre/post pair of a store's ``compression`` table.
 
     Pairs are consecutive steps of one phantom (record keys ``"{phantom_id}/step{k:02d}"``); the
-    first frame of each step's record is used. Writes ``strain/<coarse>/axial_displacement``,
+    first frame of each step's record is used. The table's ``sampling_frequency`` and
+    ``center_frequency`` attributes (Hz), when present, switch on the RF band-pass of
+    :func:`estimate_strain` (override with ``bandpass=False``). Writes
+    ``strain/<coarse>/axial_displacement``,
     ``strain/<coarse>/lateral_displacement`` and ``strain/<coarse>/axial_strain`` as
     ``(pair, depth, line)`` float32 (NaN outside the valid region) with attributes ``pairs``
     (``[pre_key, post_key]`` per pair), per-pair ``metrics`` and the ``failure_rate`` of each
@@ -325,6 +390,10 @@ def run_strain(
     table = store.table("compression")
     truth = store.table("truth/compression") if store.has_table("truth/compression") else None
     pairs = _pairs_by_phantom(table.records)
+    table_attrs = dict(table.group.attrs)
+    for key in ("sampling_frequency", "center_frequency"):
+        if key not in estimate_kwargs and table_attrs.get(key) is not None:
+            estimate_kwargs[key] = float(table_attrs[key])
     if not pairs:
         raise ValueError(f"{store_path}: the compression table has no pair of consecutive steps")
 

@@ -97,13 +97,14 @@ def test_run_strain_writes_arrays_metrics_and_pngs(tmp_path) -> None:
         run_strain(tmp_path / "s.zarr", coarse="cnn")
 
 
-TINY_CFG = FlowConfig(channels=(8, 8, 8), estimator_width=8, axial_factor=8, lateral_factor=2)
+TINY_CFG = FlowConfig(channels=(8, 8, 8), strides=((2, 1), (2, 2), (2, 2)), coarse_search=(3, 1),
+                      search=(1, 1), estimator_width=8)
 
 
 @pytest.fixture(scope="module")
 def tiny_pairs():
-    return simulate_training_pairs(4, rng=np.random.default_rng(1), depth_mm=10.0, width_mm=5.0,
-                                   n_lines=32, pairs_per_phantom=4, block_mm=24.0)
+    return simulate_training_pairs(4, rng=np.random.default_rng(1), depth_mm=10.0, n_lines=32,
+                                   pairs_per_view=4, views_per_phantom=1, block_mm=24.0)
 
 
 def test_training_is_seeded_and_learns(tiny_pairs) -> None:
@@ -119,7 +120,8 @@ def test_training_is_seeded_and_learns(tiny_pairs) -> None:
 
 
 def test_weights_round_trip_and_hash_check(tmp_path, tiny_pairs) -> None:
-    model = flow_cnn(channels=(8, 8, 8), estimator_width=8)
+    model = flow_cnn(channels=(8, 8, 8), strides=((2, 1), (2, 2), (2, 2)), coarse_search=(3, 1),
+                     search=(1, 1), estimator_width=8)
     path = save_flow_cnn(model, tmp_path / "m", card={"note": "test"})
     assert path.suffix == ".safetensors"
     loaded, card = load_flow_cnn(path)
