@@ -434,7 +434,8 @@ def run_strain(
                        ("axial_strain", strain_list)):
         path = f"strain/{coarse}/{name}"
         store.write_array(path, np.stack(data).astype(np.float32),
-                          dims=("pair", "depth", "line"), attrs=attrs, overwrite=True)
+                          dims=("pair", "depth", "line"), attrs=attrs, overwrite=True,
+                          allow_nan=True)
         written.append(path)
     return {"pairs": keys, "metrics": metrics, "failure_rate": rates, "arrays": written}
 

@@ -28,6 +28,7 @@ def test_ctrl_c_pauses_then_resume_completes(tmp_path, presses):
             at_clock(lab, lambda t, k=k: t >= 8.0 + k, _sigint)
 
     make, built = factory(install)
+    handler_before = signal.getsignal(signal.SIGINT)  # SIG_IGN when run in the background
     result = run_session(cfg, path, devices_factory=make, show_progress=False)
     assert result.status == "paused"
     store = SessionStore.open(path)
@@ -43,7 +44,7 @@ def test_ctrl_c_pauses_then_resume_completes(tmp_path, presses):
     assert world.hexapod_position()["Z"] == pytest.approx(0.0, abs=1e-6)  # plate raised
     assert world.hexapod_on_target()
     assert verify_store(path).clean
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
+    assert signal.getsignal(signal.SIGINT) is handler_before  # handler restored
 
     result = resume_session(path, show_progress=False)
     assert result.status == "complete"
