@@ -83,14 +83,41 @@ def tof_options(lateral_m: list[float]) -> dict[str, Any]:
             "mean_filter_px": _odd(PAPER_MEAN_FILTER_MM / step_mm, 3)}
 
 
+def demo_split(ctx: DemoContext) -> dict[str, list[int]]:
+    """Fold 0 of the 4-fold position split; inclusion positions split into tune / evaluate."""
+    from analysis.swei_cnn.data import load_swei_training_set, position_fold_split
+
+    data = load_swei_training_set(ctx.store_path)
+    split = position_fold_split(data, fold=0, seed=ctx.profile.seed)
+    inclusion = np.flatnonzero(data.uses_map)
+    positions = sorted(set(data.position_index[inclusion].tolist()))
+    tune_positions = set(positions[: len(positions) // 2])
+    return {
+        "train": sorted(map(int, split.train)), "validation": sorted(map(int, split.validation)),
+        "test": sorted(map(int, split.test)),
+        "inclusion_tune": [int(i) for i in inclusion
+                           if data.position_index[i] in tune_positions],
+        "inclusion_eval": [int(i) for i in inclusion
+                           if data.position_index[i] not in tune_positions],
+        "keys": list(data.keys),
+    }
+
+
 def stage_tof(ctx: DemoContext) -> dict[str, Any]:
+    """ToF on the validation, test and inclusion sequences; alpha from validation only."""
     from analysis.runners import run_tof
 
     _, lateral_m = _grid(ctx)
     options = tof_options(lateral_m)
+    split = demo_split(ctx)
+    keys = split["keys"]
+    wanted = split["validation"] + split["test"] + split["inclusion_eval"]
     with _progress(ctx, "time of flight") as progress:
-        alpha = run_tof(ctx.store_path, alpha=None, progress=progress, **options)
-    return {"alpha": alpha, **options}
+        alpha = run_tof(ctx.store_path, alpha=None, keys=[keys[i] for i in wanted],
+                        calibration_keys=[keys[i] for i in split["validation"]],
+                        progress=progress, **options)
+    return {"alpha": alpha, "split": {k: v for k, v in split.items() if k != "keys"},
+            **options}
 
 
 # -- 5. CNN --------------------------------------------------------------------------------------
@@ -104,14 +131,24 @@ def _roi_px(depth_m: list[float], lateral_m: list[float], window_px: int) -> tup
 
 
 def stage_cnn(ctx: DemoContext) -> dict[str, Any]:
+    """Train on fold 0, fine-tune on half the inclusion positions ([SWEI]: 10 epochs), map the
+    held-out test sequences and the other inclusion positions, compare with ToF."""
+    import torch
+
     from analysis.swei_cnn import run_predict, run_train
-    from analysis.swei_cnn.data import load_swei_training_set, position_fold_split
+    from analysis.swei_cnn.data import load_swei_training_set
+    from analysis.swei_cnn.evaluate import compare_with_tof
+    from analysis.swei_cnn.io import load_model, save_model
+    from analysis.swei_cnn.train import finetune
+    from lab.store import SessionStore
 
     depth_m, lateral_m = _grid(ctx)
     prof = ctx.profile
+    split = ctx.result("tof")["split"]
     roi = _roi_px(depth_m, lateral_m, prof.window_px)
-    model_path = ctx.out_dir / "models" / f"swei-cnn-w{prof.window_px}.safetensors"
-    model_path.parent.mkdir(exist_ok=True)
+    models = ctx.out_dir / "models"
+    models.mkdir(exist_ok=True)
+    model_path = models / f"swei-cnn-w{prof.window_px}.safetensors"
     epochs: list[dict[str, Any]] = []
     with _progress(ctx, f"train CNN w{prof.window_px}") as progress:
         trained = run_train(ctx.store_path, window_px=prof.window_px, profile=prof.cnn_profile,
@@ -120,26 +157,43 @@ def stage_cnn(ctx: DemoContext) -> dict[str, Any]:
                             on_epoch=lambda m: epochs.append(_epoch_dict(m)),
                             on_progress=progress)
     data = load_swei_training_set(ctx.store_path)
-    split = position_fold_split(data, fold=0, seed=prof.seed)
-    inclusion = [int(i) for i in np.flatnonzero(data.uses_map)]
-    held_out = sorted(int(i) for i in split.test)
-    with _progress(ctx, "CNN maps") as progress:
-        predicted = run_predict(ctx.store_path, model_path=model_path,
-                                indices=held_out + inclusion, on_progress=progress)
-    from analysis.swei_cnn.evaluate import compare_with_tof
-    from lab.store import SessionStore
-
+    held_out, inc_eval = split["test"], split["inclusion_eval"]
+    with _progress(ctx, "CNN maps (held out)") as progress:
+        run_predict(ctx.store_path, model_path=model_path, indices=held_out, tof_path=None,
+                    on_progress=progress)
     store = SessionStore.open(ctx.store_path)
-    cnn = store.read_array("maps/cnn_kpa")
+    cnn_held = store.read_array("maps/cnn_kpa")[held_out]
+
+    tuned_path = models / f"swei-cnn-w{prof.window_px}-inclusion.safetensors"
+    model, card = load_model(model_path)
+    torch.manual_seed(prof.seed)
+    with _progress(ctx, "fine-tune on inclusions") as progress:
+        finetune(model, data, epochs=prof.finetune_epochs,
+                 indices=np.asarray(split["inclusion_tune"]), base_profile=prof.cnn_profile,
+                 seed=prof.seed, roi_px=roi, on_progress=progress)
+    save_model(model, tuned_path, card=card)
+    with _progress(ctx, "CNN maps (inclusion)") as progress:
+        run_predict(ctx.store_path, model_path=tuned_path, indices=inc_eval, tof_path=None,
+                    on_progress=progress)
+    store = SessionStore.open(ctx.store_path)
+    cnn_inc = store.read_array("maps/cnn_kpa")[inc_eval]
+    cnn_all = store.read_array("maps/cnn_kpa")
+    cnn_all[held_out] = cnn_held  # one array with both models' maps
+    store = SessionStore.open(ctx.store_path, mode="a")
+    store.write_array("maps/cnn_kpa", cnn_all, dims=("seq", "depth", "lateral"),
+                      chunks=(1, *cnn_all.shape[1:]), overwrite=True, allow_nan=True,
+                      attrs={"units": "kPa", "method": "swei-cnn",
+                             "models": {"held_out": model_path.name,
+                                        "inclusion": tuned_path.name}})
     tof = store.read_array("maps/tof_kpa")
     comparisons = {
-        "held_out": compare_with_tof(cnn[held_out], tof[held_out], data, held_out),
-        "inclusion": compare_with_tof(cnn[inclusion], tof[inclusion], data, inclusion),
+        "held_out": compare_with_tof(cnn_held, tof[held_out], data, held_out),
+        "inclusion": compare_with_tof(cnn_inc, tof[inc_eval], data, inc_eval),
     }
-    return {"model": str(model_path.relative_to(ctx.out_dir)), "roi_px": list(roi),
+    return {"model": str(model_path.relative_to(ctx.out_dir)),
+            "inclusion_model": str(tuned_path.relative_to(ctx.out_dir)), "roi_px": list(roi),
             "epochs": epochs, "train_metrics": trained["metrics"],
-            "held_out": held_out, "inclusion": inclusion,
-            "cnn_metrics": predicted["metrics"], "comparison": comparisons}
+            "held_out": held_out, "inclusion": inc_eval, "comparison": comparisons}
 
 
 def _epoch_dict(metrics: Any) -> dict[str, Any]:
@@ -152,15 +206,16 @@ def _epoch_dict(metrics: Any) -> dict[str, Any]:
 
 # -- 6. strain -----------------------------------------------------------------------------------
 def stage_strain(ctx: DemoContext) -> dict[str, Any]:
+    """Train the flow CNN, strain images of the session's compression pairs with both coarse
+    estimators, and the failure-rate study at PSNR 12.7 dB."""
     from analysis.strain.flownet import save_flow_cnn
     from analysis.strain.pipeline import run_strain
     from analysis.strain.study import failure_rate_study
-    from analysis.strain.train import simulate_training_pairs, train_flow_cnn
+    from analysis.strain.train import train_default_flow_cnn
 
     prof = ctx.profile
-    rng = np.random.default_rng(prof.seed)
-    pairs = simulate_training_pairs(prof.flow_training_pairs, rng=rng)
-    trained = train_flow_cnn(pairs, epochs=prof.flow_epochs, batch=8, lr=1e-3, seed=prof.seed)
+    trained = train_default_flow_cnn(n_pairs=prof.flow_training_pairs, epochs=prof.flow_epochs,
+                                     seed=prof.seed, validate=False)
     flow_path = ctx.out_dir / "models" / "gluenet-flow.safetensors"
     flow_path.parent.mkdir(exist_ok=True)
     save_flow_cnn(trained.model, flow_path, card={"pairs": prof.flow_training_pairs,
@@ -168,9 +223,10 @@ def stage_strain(ctx: DemoContext) -> dict[str, Any]:
     png_dir = ctx.figures / "strain"
     results = {}
     for coarse in ("dp", "cnn"):
-        results[coarse] = run_strain(ctx.store_path, coarse=coarse,
-                                     model_path=flow_path if coarse == "cnn" else None,
-                                     out_png_dir=png_dir)
+        with _progress(ctx, f"strain {coarse}+GLUE") as progress:
+            results[coarse] = run_strain(ctx.store_path, coarse=coarse,
+                                         model_path=flow_path if coarse == "cnn" else None,
+                                         out_png_dir=png_dir, progress=progress)
     depth, lines = prof.study_shape
     study = failure_rate_study(model=trained.model, repeats=1, n_lines=lines,
                                depth_mm=depth * 1540 / (2 * 40e6) * 1e3,
@@ -178,7 +234,8 @@ def stage_strain(ctx: DemoContext) -> dict[str, Any]:
                                seed=prof.seed)
     return {"store": results, "study": {"summary": study.summary, "rows": study.rows,
                                         "settings": study.settings},
-            "flow_model": str(flow_path.relative_to(ctx.out_dir))}
+            "flow_model": str(flow_path.relative_to(ctx.out_dir)),
+            "flow_training_profile": dict(trained.profile)}
 
 
 # -- 7. report -----------------------------------------------------------------------------------
