@@ -333,3 +333,27 @@ def strain(
     console.print(table)
     for phantom, rate in result["failure_rate"].items():
         console.print(f"failure rate {phantom}: {100 * rate:.1f} % (NCC with the best image < 0.6)")
+
+
+@app.command("train-flow")
+def train_flow(
+    out: Annotated[Path, typer.Option(help="model file to write (.safetensors + .json card)")],
+    pairs: Annotated[int, typer.Option(help="simulated compression pairs to train on")] = 48,
+    epochs: Annotated[int, typer.Option(help="training epochs")] = 6,
+    seed: int = 0,
+) -> None:
+    """Train the GLUENet coarse flow CNN on simulated compression pairs (CPU: minutes)."""
+    from analysis.strain.flownet import save_flow_cnn
+    from analysis.strain.train import train_default_flow_cnn
+
+    if pairs < 2 or epochs < 1:
+        _fail(f"--pairs must be >= 2 and --epochs >= 1, got {pairs}, {epochs}")
+    if out.exists():
+        _fail(f"{out} exists; refusing to overwrite a model (choose another --out)")
+    with console.status("training the flow CNN on simulated pairs"):
+        result = train_default_flow_cnn(n_pairs=pairs, epochs=epochs, seed=seed)
+    save_flow_cnn(result.model, out, card={"pairs": pairs, "epochs": epochs, "seed": seed,
+                                           "validation": result.validation})
+    console.print(f"flow CNN written to {out}")
+    if result.validation:
+        console.print_json(data=result.validation)

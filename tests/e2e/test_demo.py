@@ -119,3 +119,11 @@ def test_cli_refuses_bad_arguments(tmp_path: Path) -> None:
     assert missing.exit_code == 2 and "not a Zarr v3 store" in missing.output
     bad_sim = runner.invoke(app, ["sim", "serve", "robot"])
     assert bad_sim.exit_code == 2 and "unknown simulator" in bad_sim.output
+
+
+def test_train_flow_refuses_to_overwrite(tmp_path: Path) -> None:
+    existing = tmp_path / "flow.safetensors"
+    existing.write_bytes(b"precious")
+    result = CliRunner().invoke(app, ["train-flow", "--out", str(existing)])
+    assert result.exit_code == 2 and "refusing to overwrite" in result.output
+    assert existing.read_bytes() == b"precious"
