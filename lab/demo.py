@@ -27,9 +27,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
-
 from lab.config import SessionConfig, parse_config
+from lab.store import json_default
 
 log = logging.getLogger(__name__)
 
@@ -161,18 +160,8 @@ class DemoState:
 
     def save(self, path: Path) -> None:
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(asdict(self), indent=2, default=_json_default))
+        tmp.write_text(json.dumps(asdict(self), indent=2, default=json_default))
         tmp.replace(path)  # atomic: a crash never leaves a half-written state file
-
-
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
 
 
 def profile_hash(profile: DemoProfile) -> str:

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lab.store import json_default
+
 
 @dataclass
 class ReportTable:
@@ -86,21 +88,8 @@ def write_report(out_dir: Path, title: str, intro: str, sections: Sequence[Repor
     if missing:
         raise FileNotFoundError(f"report figures missing: {missing}")
     (out_dir / "metrics.json").write_text(json.dumps(
-        {"timings_s": dict(timings_s), **metrics}, indent=2, default=_json_default,
+        {"timings_s": dict(timings_s), **metrics}, indent=2, default=json_default,
         allow_nan=True))
     path = out_dir / "report.html"
     path.write_text(render_html(title, intro, sections, timings_s))
     return path
-
-
-def _json_default(obj: Any) -> Any:
-    try:
-        import numpy as np
-
-        if isinstance(obj, np.generic):
-            return obj.item()
-        if isinstance(obj, np.ndarray):
-            return obj.tolist()
-    except ImportError:  # pragma: no cover
-        pass
-    return str(obj)

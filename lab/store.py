@@ -146,10 +146,11 @@ def plan_hash(plan: Any) -> str:
 
 def _to_json(value: Any) -> Any:
     """Round-trip through JSON so attributes never hold NumPy scalars or tuples."""
-    return json.loads(json.dumps(value, default=_json_default))
+    return json.loads(json.dumps(value, default=json_default))
 
 
-def _json_default(obj: Any) -> Any:
+def json_default(obj: Any) -> Any:
+    """``json.dumps(default=...)`` for NumPy scalars and arrays, paths and datetimes."""
     if isinstance(obj, np.generic):
         return obj.item()
     if isinstance(obj, np.ndarray):
