@@ -51,8 +51,6 @@ _ONE = np.float32(1.0)
 _NAN = np.float32(np.nan)
 _U = np.uintp  # unsigned indices: no negative-index wraparound in the vector loops
 
-_U = np.uintp  # unsigned indices: no negative-index wraparound in the vector loops
-
 _JIT = {"fastmath": False, "error_model": "numpy", "nogil": True}
 _cache_warned = False
 
@@ -129,6 +127,17 @@ def _window(ring, j, kernel):
     return total
 
 
+@_jit(inline="always", **_JIT)
+def _samples(x, ia, ib, jj):
+    """Column `jj` of two rows of the flat interleaved IQ `x` starting at offsets `ia`, `ib`.
+
+    Returns ``(a_r, a_i, b_r, b_i)``, the real and imaginary parts of both samples (float32).
+    """
+    oa = _U(ia + 2 * jj)
+    ob = _U(ib + 2 * jj)
+    return x[oa], x[oa + _U(1)], x[ob], x[ob + _U(1)]
+
+
 @_jit(**_JIT)
 def _fused_row(x, ia, ib, row, w, slot, kernel_marker, ring_tr, ring_ti, ring_ar, ring_ai,
                guard, out, o, phase_to_m, theta_scale, theta_offset, nan_from):
@@ -147,12 +156,7 @@ def _fused_row(x, ia, ib, row, w, slot, kernel_marker, ring_tr, ring_ti, ring_ar
     """
     for jj in range(w):
         j = _U(jj)
-        oa = _U(ia + 2 * jj)
-        ob = _U(ib + 2 * jj)
-        a_r = x[oa]
-        a_i = x[oa + _U(1)]
-        b_r = x[ob]
-        b_i = x[ob + _U(1)]
+        a_r, a_i, b_r, b_i = _samples(x, ia, ib, jj)
         # temporal lag one conj(a) b
         v = a_r * b_r + a_i * b_i
         guard[j] += v * _ZERO
@@ -160,12 +164,7 @@ def _fused_row(x, ia, ib, row, w, slot, kernel_marker, ring_tr, ring_ti, ring_ar
         ring_ti[slot, j] = a_r * b_i - a_i * b_r
         if ring_ar is not None:
             # axial lag one conj(x[r]) x[r + 1] of both frames
-            oa1 = _U(ia + row + 2 * jj)
-            ob1 = _U(ib + row + 2 * jj)
-            c_r = x[oa1]
-            c_i = x[oa1 + _U(1)]
-            d_r = x[ob1]
-            d_i = x[ob1 + _U(1)]
+            c_r, c_i, d_r, d_i = _samples(x, ia + row, ib + row, jj)
             ring_ar[slot, j] = (a_r * c_r + a_i * c_i) + (b_r * d_r + b_i * d_i)
             ring_ai[slot, j] = (a_r * c_i - a_i * c_r) + (b_r * d_i - b_i * d_r)
     _emit_row(w, kernel_marker, ring_tr, ring_ti, ring_ar, ring_ai, out, o, phase_to_m,
@@ -198,12 +197,7 @@ def _fused_quality(x, ia, ib, w, slot, kernel_marker, ring_tr, ring_ti, ring_ea,
     """Energies of one interior row into the ring, and the quality row (see `_fused_row`)."""
     for jj in range(w):
         j = _U(jj)
-        oa = _U(ia + 2 * jj)
-        ob = _U(ib + 2 * jj)
-        a_r = x[oa]
-        a_i = x[oa + _U(1)]
-        b_r = x[ob]
-        b_i = x[ob + _U(1)]
+        a_r, a_i, b_r, b_i = _samples(x, ia, ib, jj)
         ring_ea[slot, j] = a_r * a_r + a_i * a_i
         ring_eb[slot, j] = b_r * b_r + b_i * b_i
     _emit_quality(w, kernel_marker, ring_tr, ring_ti, ring_ea, ring_eb, quality, o)
@@ -235,12 +229,7 @@ def _add_products(x, ia, ib, w, new_r, new_i, guard):
     """Add ``conj(a) b`` for `w` columns at flat offsets `ia`, `ib` to `new_r + i new_i`."""
     for jj in range(w):
         j = _U(jj)
-        oa = _U(ia + 2 * jj)
-        ob = _U(ib + 2 * jj)
-        a_r = x[oa]
-        a_i = x[oa + _U(1)]
-        b_r = x[ob]
-        b_i = x[ob + _U(1)]
+        a_r, a_i, b_r, b_i = _samples(x, ia, ib, jj)
         v = a_r * b_r + a_i * b_i
         guard[j] += v * _ZERO
         new_r[j] += v

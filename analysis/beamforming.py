@@ -279,10 +279,7 @@ def das_plane_wave(
         modulation_frequency=modulation_frequency,
     )
     work = np.complex64 if is_iq else np.float32
-    if is_iq:
-        matrix = matrix.astype(np.complex64)
-    else:
-        matrix = matrix.astype(np.float32)
+    matrix = matrix.astype(work)
     flat = frames.reshape(nf, ns * ne).astype(work, copy=False).T  # (sample*element, frame)
     image = np.asarray(matrix @ flat).T.reshape(nf, np.size(depth_m), np.size(lateral_m))
     image = image.astype(work, copy=False)

@@ -444,6 +444,20 @@ def _n_blocks(depth: int, lateral: int, workers: int) -> int:
     return min(lateral, by_cache)
 
 
+def _conj_product(a_i: np.ndarray, a_q: np.ndarray, b_i: np.ndarray, b_q: np.ndarray,
+                  re: np.ndarray, im: np.ndarray, tmp: np.ndarray) -> None:
+    """``conj(a) b`` from the in-phase and quadrature planes of a and b into `re` + i `im`.
+
+    All arrays have the same shape; `tmp` is scratch space.
+    """
+    np.multiply(a_i, b_i, out=re)
+    np.multiply(a_q, b_q, out=tmp)
+    re += tmp
+    np.multiply(a_i, b_q, out=im)
+    np.multiply(a_q, b_i, out=tmp)
+    im -= tmp
+
+
 @dataclass
 class _Frame:
     """Per-frame planes and axial-lag sums for one lateral block."""
@@ -527,16 +541,8 @@ class _Block:
         h, d = self.h, self.depth
         if f.ar is not None and f.ai is not None:
             # conj(x[m]) x[m+1] for m < depth - 1; the last row has no axial neighbour (0)
-            i0, i1, q0, q1 = f.i[:-1], f.i[1:], f.q[:-1], f.q[1:]
-            tmp = self.tmp[:-1]
-            re = self.pad_a[h : h + d - 1]
-            im = self.pad_b[h : h + d - 1]
-            np.multiply(i0, i1, out=re)
-            np.multiply(q0, q1, out=tmp)
-            re += tmp
-            np.multiply(i0, q1, out=im)
-            np.multiply(q0, i1, out=tmp)
-            im -= tmp
+            _conj_product(f.i[:-1], f.q[:-1], f.i[1:], f.q[1:], self.pad_a[h : h + d - 1],
+                          self.pad_b[h : h + d - 1], self.tmp[:-1])
             self.pad_a[h + d - 1] = 0
             self.pad_b[h + d - 1] = 0
             self._box(self.pad_a, f.ar)
@@ -578,14 +584,8 @@ class _Block:
             # lag-one temporal autocorrelation, boxed, summed over the pairs -> rr + i ri
             for n, (a, b) in enumerate(pairs):
                 fa, fb = self.frame(a), self.frame(b)
-                re = self.pad_a[h : h + d]
-                im = self.pad_b[h : h + d]
-                np.multiply(fa.i, fb.i, out=re)
-                np.multiply(fa.q, fb.q, out=self.tmp)
-                re += self.tmp
-                np.multiply(fa.i, fb.q, out=im)
-                np.multiply(fa.q, fb.i, out=self.tmp)
-                im -= self.tmp
+                _conj_product(fa.i, fa.q, fb.i, fb.q, self.pad_a[h : h + d],
+                              self.pad_b[h : h + d], self.tmp)
                 if n == 0:
                     self._box(self.pad_a, self.rr)
                     self._box(self.pad_b, self.ri)

@@ -32,7 +32,8 @@ from drivers.ultrasound.base import SweiAcquisition, swei_metadata
 from lab.config import parse_config
 from lab.devices import build_devices
 from lab.session import run_session
-from lab.store import ArraySpec, SessionStore
+from lab.store import SessionStore
+from protocols.swei import swei_table_arrays
 from protocols.testing import tiny_config_dict
 
 
@@ -90,16 +91,7 @@ def _run(cfg: Any, path: Path, on_acquire: Any = None) -> tuple[float, TrivialUl
 def _bare_appends(path: Path, n: int, shape: tuple[int, int, int]) -> float:
     """Reference: the same swei + force_log records appended directly to a store."""
     store = SessionStore.create(path)
-    table = store.require_table("swei", row_dim="seq", arrays=[
-        ArraySpec("iq", shape, "complex64", ("seq", "frame", "depth", "lateral")),
-        ArraySpec("push_index", (), "int16", ("seq",)),
-        ArraySpec("push_element", (), "int16", ("seq",)),
-        ArraySpec("phantom_index", (), "int32", ("seq",)),
-        ArraySpec("position_index", (), "int32", ("seq",)),
-        ArraySpec("probe_pose", (6,), "float64", ("seq", "pose")),
-        ArraySpec("contact_force_n", (), "float32", ("seq",)),
-        ArraySpec("t_start_s", (), "float64", ("seq",)),
-    ])
+    table = store.require_table("swei", row_dim="seq", arrays=swei_table_arrays(*shape))
     iq = np.ones(shape, np.complex64)
     t = time.perf_counter()
     for k in range(n):

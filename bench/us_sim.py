@@ -20,7 +20,6 @@ from __future__ import annotations
 import os
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
@@ -33,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from analysis.beamforming import das_plane_wave, rf_to_iq  # noqa: E402
 from bench._common import parser, write_results  # noqa: E402
 from drivers.sim.phantom import BlockPhantom, Inclusion  # noqa: E402
+from drivers.sim.world import ProbeContact  # noqa: E402
 from drivers.ultrasound.sequences import PlaneWaveSequence, PushSequence  # noqa: E402
 from drivers.ultrasound.sim_system import SimUltrasound  # noqa: E402
 from lab.clock import SimClock  # noqa: E402
@@ -43,19 +43,10 @@ PHANTOM = BlockPhantom("bench", 7.5, inclusions=(Inclusion(x_mm=3.0, z_mm=11.0, 
 TARGET_FAST_S = 2.0
 
 
-@dataclass
-class _Contact:
-    phantom: BlockPhantom = PHANTOM
-    lateral_offset_mm: float = 0.0
-    elevation_offset_mm: float = 0.0
-    indentation_mm: float = 0.5
-    force_n: float = 0.2
-    in_contact: bool = True
-
-
 class _World:
-    def probe_contact(self) -> _Contact:
-        return _Contact()
+    def probe_contact(self) -> ProbeContact:
+        return ProbeContact(phantom=PHANTOM, lateral_offset_mm=0.0, elevation_offset_mm=0.0,
+                            indentation_mm=0.5, force_n=0.2, in_contact=True)
 
 
 def _time_sequence(fidelity: str, imaging: PlaneWaveSequence, repeats: int) -> dict[str, float]:

@@ -29,14 +29,12 @@ from lab.safety import GuardedDevices
 from lab.store import ArraySpec, SessionStore
 from protocols.common import (
     Report,
-    contact_logic,
+    approach_position,
     move,
     no_report,
     retract_to,
-    surface_pose,
-    travel_to,
 )
-from protocols.plan import MAX_SEARCH_DEPTH_M, Unit
+from protocols.plan import Unit
 
 log = logging.getLogger(__name__)
 
@@ -78,14 +76,7 @@ def run_unit(unit: Unit, devices: GuardedDevices, store: SessionStore, *,
     speed, accel = p["travel_speed_m_s"], p["acceleration_m_s2"]
     seq = rf_sequence(p)
     devices.probe_sensor.check_setpoint(p["contact_force_n"])  # refuse before moving
-    report(phase="travel", unit=unit.unit_id)
-    travel_to(devices, p["above_pose"], travel_z_m=p["travel_pose"][2], speed_m_s=speed,
-              acceleration_m_s2=accel)
-    report(phase="approach")
-    contact = contact_logic(devices, target_force_n=p["contact_force_n"],
-                            search_speed_m_s=p["approach_speed_m_s"], acceleration_m_s2=accel,
-                            max_travel_m=MAX_SEARCH_DEPTH_M)
-    result = contact.approach(surface_pose(p["origin_m"], p["x_mm"], p["y_mm"]))
+    _, result = approach_position(devices, p, unit_id=unit.unit_id, report=report)
     press_m = p["applied_strain"] * p["height_mm"] * 1e-3
     if press_m > 0:
         target = np.asarray(result.pose, dtype=np.float64).copy()

@@ -246,6 +246,30 @@ def _indentation_units(index: int, proto: IndentationConfig, phantoms: dict[str,
     return units
 
 
+def _probe_params(origin: list[float], x_mm: float, y_mm: float,
+                  layout: dict[str, list[float]], safety: SafetyConfig, *,
+                  deepest_m: float) -> dict[str, Any]:
+    """Unit params shared by the probe protocols (SWEI, compression): where and how to move.
+
+    Position (``x_mm``, ``y_mm`` on the block, block ``origin_m``), the poses above the position,
+    at travel height and `deepest_m` below the surface, and the travel, acceleration and approach
+    speeds (plain JSON types).
+    """
+    return {
+        "x_mm": x_mm, "y_mm": y_mm, "origin_m": origin,
+        "above_pose": probe_pose(origin, x_mm, y_mm, CLEARANCE_M),
+        "travel_pose": probe_pose(origin, x_mm, y_mm, travel_z_m(layout) - origin[2]),
+        "deepest_pose": probe_pose(origin, x_mm, y_mm, -deepest_m),
+        "travel_speed_m_s": _travel_speed(safety), "acceleration_m_s2": _acceleration(safety),
+        "approach_speed_m_s": APPROACH_SPEED_M_S,
+    }
+
+
+def _probe_visit_s(speed_m_s: float) -> float:
+    """Estimated seconds to travel to a probe position, approach it and retract (no work)."""
+    return 0.15 / speed_m_s + 2 * CLEARANCE_M / APPROACH_SPEED_M_S
+
+
 def _swei_units(index: int, proto: SweiConfig, phantoms: dict[str, Any],
                 layout: dict[str, list[float]], safety: SafetyConfig) -> list[Unit]:
     units = []
@@ -255,24 +279,19 @@ def _swei_units(index: int, proto: SweiConfig, phantoms: dict[str, Any],
         origin = layout[block_id]
         for p, (x_mm, y_mm) in enumerate(probe_positions_mm(block, proto)):
             n_push = len(proto.push_elements)
-            estimated = (0.15 / speed + 2 * CLEARANCE_M / APPROACH_SPEED_M_S
-                         + n_push * ACQUISITION_S + (n_push - 1) * safety.push_min_interval_s)
+            estimated = (_probe_visit_s(speed) + n_push * ACQUISITION_S
+                         + (n_push - 1) * safety.push_min_interval_s)
             keys = [f"{block_id}/pos{p:03d}/push{k}" for k in range(n_push)]
             units.append(Unit(
                 unit_id=f"swei/{block_id}/pos{p:03d}", kind="swei", protocol_index=index,
                 phantom_id=block_id, index=p,
                 params={
-                    "block_id": block_id, "position_index": p, "x_mm": x_mm, "y_mm": y_mm,
-                    "origin_m": origin,
-                    "above_pose": probe_pose(origin, x_mm, y_mm, CLEARANCE_M),
-                    "travel_pose": probe_pose(origin, x_mm, y_mm,
-                                              travel_z_m(layout) - origin[2]),
-                    "deepest_pose": probe_pose(origin, x_mm, y_mm, -MAX_SEARCH_DEPTH_M),
+                    "block_id": block_id, "position_index": p,
+                    **_probe_params(origin, x_mm, y_mm, layout, safety,
+                                    deepest_m=MAX_SEARCH_DEPTH_M),
                     "push_elements": list(proto.push_elements), "frames": proto.frames,
                     "prf_hz": proto.prf_hz, "contact_force_n": proto.contact_force_n,
                     "depth_px": proto.depth_px, "lateral_px": proto.lateral_px,
-                    "travel_speed_m_s": speed, "acceleration_m_s2": _acceleration(safety),
-                    "approach_speed_m_s": APPROACH_SPEED_M_S,
                 },
                 records={"swei": keys}, estimated_s=round(estimated, 3),
             ))
@@ -290,24 +309,19 @@ def _compression_units(index: int, proto: CompressionConfig, phantoms: dict[str,
         height_mm = block.size_mm[2]
         for k, strain in enumerate(proto.strains):
             press_m = strain * height_mm * 1e-3
-            estimated = (0.15 / speed + 2 * CLEARANCE_M / APPROACH_SPEED_M_S
-                         + 2 * press_m / APPROACH_SPEED_M_S + ACQUISITION_S)
+            estimated = (_probe_visit_s(speed) + 2 * press_m / APPROACH_SPEED_M_S
+                         + ACQUISITION_S)
             key = f"{block_id}/step{k:02d}"
             units.append(Unit(
                 unit_id=f"compression/{key}", kind="compression", protocol_index=index,
                 phantom_id=block_id, index=k,
                 params={
                     "block_id": block_id, "step": k, "applied_strain": strain,
-                    "x_mm": x_mm, "y_mm": y_mm, "origin_m": origin, "height_mm": height_mm,
-                    "above_pose": probe_pose(origin, x_mm, y_mm, CLEARANCE_M),
-                    "travel_pose": probe_pose(origin, x_mm, y_mm,
-                                              travel_z_m(layout) - origin[2]),
-                    "deepest_pose": probe_pose(origin, x_mm, y_mm,
-                                               -MAX_SEARCH_DEPTH_M - press_m),
+                    "height_mm": height_mm,
+                    **_probe_params(origin, x_mm, y_mm, layout, safety,
+                                    deepest_m=MAX_SEARCH_DEPTH_M + press_m),
                     "contact_force_n": proto.contact_force_n,
                     "depth_samples": proto.depth_samples, "lines": proto.lines,
-                    "travel_speed_m_s": speed, "acceleration_m_s2": _acceleration(safety),
-                    "approach_speed_m_s": APPROACH_SPEED_M_S,
                 },
                 records={"compression": [key]}, estimated_s=round(estimated, 3),
             ))

@@ -32,13 +32,11 @@ from lab.store import ArraySpec, SessionStore
 from protocols.common import (
     CONTROL_PERIOD_S,
     Report,
-    contact_logic,
+    approach_position,
     no_report,
     retract_to,
-    surface_pose,
-    travel_to,
 )
-from protocols.plan import MAX_SEARCH_DEPTH_M, Unit
+from protocols.plan import Unit
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +56,25 @@ def sequences(params: dict[str, Any]) -> tuple[list[PushSequence], PlaneWaveSequ
     return pushes, imaging
 
 
-def _tables(store: SessionStore, acq: Any) -> tuple[Any, Any]:
-    frames, depth, lateral = acq.iq.shape
+def swei_table_arrays(frames: int, depth: int, lateral: int, *,
+                      rf_shape: tuple[int, ...] | None = None) -> list[ArraySpec]:
+    """Array schema of the ``swei`` table (one row per push sequence, row dimension ``seq``).
+
+    Parameters
+    ----------
+    frames, depth, lateral : int
+        Shape of one sequence's IQ, reference frame included (``frames`` = F + 1).
+    rf_shape : tuple of int, optional
+        Shape (frame, sample, element) of one sequence's int16 channel RF when it is recorded;
+        None leaves the ``rf`` array out.
+
+    Returns
+    -------
+    arrays : list of ArraySpec
+        ``iq`` (complex64), ``push_index``, ``push_element`` (int16), ``phantom_index``,
+        ``position_index`` (int32), ``probe_pose`` (6 float64), ``contact_force_n`` (float32),
+        ``t_start_s`` (float64), then ``rf`` (int16) when `rf_shape` is given.
+    """
     arrays = [
         ArraySpec("iq", (frames, depth, lateral), "complex64",
                   ("seq", "frame", "depth", "lateral")),
@@ -71,9 +86,16 @@ def _tables(store: SessionStore, acq: Any) -> tuple[Any, Any]:
         ArraySpec("contact_force_n", (), "float32", ("seq",)),
         ArraySpec("t_start_s", (), "float64", ("seq",)),
     ]
-    if acq.rf is not None:
-        arrays.append(ArraySpec("rf", tuple(acq.rf.shape), "int16",
+    if rf_shape is not None:
+        arrays.append(ArraySpec("rf", tuple(rf_shape), "int16",
                                 ("seq", "frame", "sample", "element")))
+    return arrays
+
+
+def _tables(store: SessionStore, acq: Any) -> tuple[Any, Any]:
+    frames, depth, lateral = acq.iq.shape
+    arrays = swei_table_arrays(frames, depth, lateral,
+                               rf_shape=None if acq.rf is None else tuple(acq.rf.shape))
     attrs = {k: acq.metadata[k] for k in _TABLE_ATTRS if k in acq.metadata}
     table = store.require_table(TABLE, row_dim="seq", arrays=arrays, attrs=attrs)
     truth = None
@@ -105,14 +127,7 @@ def run_unit(unit: Unit, devices: GuardedDevices, store: SessionStore, *,
     for push in pushes:  # refuse impossible sequences and set-points before moving anything
         check_sequences(push, imaging, probe=us.probe, limits=us.limits)
     devices.probe_sensor.check_setpoint(p["contact_force_n"])
-    report(phase="travel", unit=unit.unit_id)
-    travel_to(devices, p["above_pose"], travel_z_m=p["travel_pose"][2], speed_m_s=speed,
-              acceleration_m_s2=accel)
-    report(phase="approach")
-    contact = contact_logic(devices, target_force_n=p["contact_force_n"],
-                            search_speed_m_s=p["approach_speed_m_s"], acceleration_m_s2=accel,
-                            max_travel_m=MAX_SEARCH_DEPTH_M)
-    result = contact.approach(surface_pose(p["origin_m"], p["x_mm"], p["y_mm"]))
+    contact, result = approach_position(devices, p, unit_id=unit.unit_id, report=report)
     forces: list[float] = [float(result.force_n)]
     last_key = ""
     for k, push in enumerate(pushes):

@@ -10,6 +10,7 @@ the last push on the injected :class:`~lab.clock.Clock`), both before anything r
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -34,6 +35,7 @@ __all__ = [
     "SweiTruth",
     "UltrasoundSystem",
     "check_sequences",
+    "rf_frame_metadata",
     "swei_metadata",
 ]
 
@@ -233,3 +235,30 @@ class PushGuard:
         """Mark a push as starting now; returns the clock time."""
         self.last_push_s = self.clock.now()
         return self.last_push_s
+
+
+def rf_frame_metadata(
+    *, sampling_frequency: float, center_frequency: float, sound_speed: float,
+    depth_m: Iterable[float], lateral_m: Iterable[float], t_s: float,
+) -> dict[str, Any]:
+    """JSON-ready metadata of a quasi-static RF frame (see RfFrame), less ``applied_strain``.
+
+    Parameters
+    ----------
+    sampling_frequency, center_frequency : float
+        RF sampling rate and transmit centre frequency in Hz.
+    sound_speed : float
+        Speed of sound in m/s.
+    depth_m, lateral_m : iterable of float
+        Sample depths and line positions in m.
+    t_s : float
+        Clock time of the acquisition in s.
+    """
+    return {
+        "sampling_frequency": float(sampling_frequency),
+        "center_frequency": float(center_frequency),
+        "sound_speed": float(sound_speed),
+        "depth_m": [float(v) for v in depth_m],
+        "lateral_m": [float(v) for v in lateral_m],
+        "t_s": float(t_s),
+    }

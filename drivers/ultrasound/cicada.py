@@ -32,6 +32,7 @@ from drivers.ultrasound.base import (
     PushGuard,
     RfFrame,
     SweiAcquisition,
+    rf_frame_metadata,
     swei_metadata,
 )
 from drivers.ultrasound.sequences import (
@@ -152,14 +153,9 @@ class CicadaUltrasound:
         if rf.shape != (seq.n_samples, seq.n_lines):
             raise DeviceError(self.name, f"SDK returned RF of shape {rf.shape}, expected "
                               f"{(seq.n_samples, seq.n_lines)}", command="acquire_rf")
-        metadata = {
-            "sampling_frequency": float(seq.sampling_frequency_hz),
-            "center_frequency": float(seq.center_frequency_hz),
-            "sound_speed": float(seq.sound_speed_m_s),
-            "depth_m": [float(v) for v in seq.depth_m],
-            "lateral_m": [float(v) for v in seq.lateral_m],
-            "t_s": float(t_s),
-        }
+        metadata = rf_frame_metadata(
+            sampling_frequency=seq.sampling_frequency_hz, center_frequency=seq.center_frequency_hz,
+            sound_speed=seq.sound_speed_m_s, depth_m=seq.depth_m, lateral_m=seq.lateral_m, t_s=t_s)
         return RfFrame(rf=rf, metadata=metadata)
 
     # -- internals ----------------------------------------------------------------------------

@@ -25,12 +25,14 @@ from numpy.typing import NDArray
 from analysis.beamforming import das_plane_wave, rf_to_iq
 from drivers.base import DeviceError
 from drivers.sim.phantom import BlockPhantom
+from drivers.sim.world import ProbeContact
 from drivers.ultrasound.base import (
     DEVICE_NAME,
     PushGuard,
     RfFrame,
     SweiAcquisition,
     SweiTruth,
+    rf_frame_metadata,
     swei_metadata,
 )
 from drivers.ultrasound.sequences import (
@@ -57,19 +59,10 @@ __all__ = ["ContactSource", "SimUltrasound"]
 ADC_REFERENCE_COUNTS = 8000.0
 
 
-class _Contact(Protocol):
-    phantom: BlockPhantom | None
-    lateral_offset_mm: float
-    elevation_offset_mm: float
-    indentation_mm: float
-    force_n: float
-    in_contact: bool
-
-
 class ContactSource(Protocol):
     """Anything that says where the probe is: ``drivers.sim.world.SimWorld`` or a test fake."""
 
-    def probe_contact(self) -> _Contact: ...
+    def probe_contact(self) -> ProbeContact: ...
 
 
 class SimUltrasound:
@@ -239,15 +232,11 @@ class SimUltrasound:
                               command="acquire_rf_frame") from err
         t_s = self.clock.now()
         self.clock.sleep(2 * seq.fov_depth_mm * 1e-3 / seq.sound_speed_m_s * seq.n_lines)
-        metadata: dict[str, Any] = {
-            "sampling_frequency": float(frame.sampling_frequency),
-            "center_frequency": float(frame.center_frequency),
-            "sound_speed": float(frame.sound_speed),
-            "depth_m": [float(v) for v in frame.depth_m],
-            "lateral_m": [float(v) for v in frame.lateral_m],
-            "t_s": float(t_s),
-            "applied_strain": float(frame.applied_strain),
-        }
+        metadata = rf_frame_metadata(
+            sampling_frequency=frame.sampling_frequency, center_frequency=frame.center_frequency,
+            sound_speed=frame.sound_speed, depth_m=frame.depth_m, lateral_m=frame.lateral_m,
+            t_s=t_s)
+        metadata["applied_strain"] = float(frame.applied_strain)
         truth = {
             "axial_displacement_m": frame.axial_displacement_m,
             "lateral_displacement_m": frame.lateral_displacement_m,
@@ -260,7 +249,7 @@ class SimUltrasound:
         if not self._connected:
             raise DeviceError(self.name, "not connected; call connect() first", command=command)
 
-    def _contact(self, command: str) -> _Contact:
+    def _contact(self, command: str) -> ProbeContact:
         contact = self.world.probe_contact()
         if not contact.in_contact or contact.phantom is None:
             where = "no phantom under the probe" if contact.phantom is None else (

@@ -11,6 +11,7 @@ import pytest
 from analysis.displacement import loupas
 from analysis.runners import run_displacement, run_labels, run_tof
 from lab.store import ArraySpec, SessionStore, StoreError
+from protocols.swei import swei_table_arrays
 
 C, F0, PRF = 1540.0, 7.5e6, 7000.0
 FRAMES, DEPTH, LATERAL = 30, 6, 90
@@ -50,20 +51,12 @@ def make_store(path: Path, *, n_seq: int = 3, with_indentation: bool = True) -> 
     store.root.require_group("phantoms").attrs["phantoms"] = [
         {"phantom_id": "B10", "kind": "block", "gelatin_percent": 10.0,
          "youngs_modulus_kpa": 55.0, "inclusions": []}]
-    swei = store.require_table("swei", row_dim="seq", arrays=[
-        ArraySpec("iq", (FRAMES + 1, DEPTH, LATERAL), "complex64",
-                  ("seq", "frame", "depth", "lateral")),
-        ArraySpec("push_index", (), "int16", ("seq",)),
-        ArraySpec("push_element", (), "int16", ("seq",)),
-        ArraySpec("phantom_index", (), "int32", ("seq",)),
-        ArraySpec("position_index", (), "int32", ("seq",)),
-        ArraySpec("probe_pose", (6,), "float64", ("seq", "pose")),
-        ArraySpec("contact_force_n", (), "float32", ("seq",)),
-        ArraySpec("t_start_s", (), "float64", ("seq",)),
-    ], attrs={"sampling_frequency": C / (2 * DZ), "modulation_frequency": F0, "sound_speed": C,
-              "PRF": PRF, "initial_time": 0.13e-3,
-              "depth_m": ((np.arange(DEPTH) + 0.5) * DZ).tolist(),
-              "lateral_m": (np.arange(LATERAL) * DX).tolist()})
+    swei = store.require_table(
+        "swei", row_dim="seq", arrays=swei_table_arrays(FRAMES + 1, DEPTH, LATERAL),
+        attrs={"sampling_frequency": C / (2 * DZ), "modulation_frequency": F0, "sound_speed": C,
+               "PRF": PRF, "initial_time": 0.13e-3,
+               "depth_m": ((np.arange(DEPTH) + 0.5) * DZ).tolist(),
+               "lateral_m": (np.arange(LATERAL) * DX).tolist()})
     for k in range(n_seq):
         swei.append(f"B10/pos000/push{k}", {
             "iq": wave_iq(k)[None], "push_index": np.array([k], np.int16),

@@ -13,7 +13,7 @@ from lab.safety import ForceLimitError, Guard, SafetyError
 from lab.session import SessionError, run_session
 from lab.store import SessionStore
 from protocols import swei
-from protocols.common import surface_pose
+from protocols.common import surface_pose, travel_to
 from protocols.plan import build_plan
 from protocols.testing import tiny_config_dict
 
@@ -75,8 +75,8 @@ def test_a_rogue_protocol_cannot_press_past_the_limit(lab):
     dev = guard.devices
     unit = build_plan(cfg).units[0]
     p = unit.params
-    swei.travel_to(dev, p["above_pose"], travel_z_m=p["travel_pose"][2], speed_m_s=0.04,
-                   acceleration_m_s2=0.2)
+    travel_to(dev, p["above_pose"], travel_z_m=p["travel_pose"][2], speed_m_s=0.04,
+              acceleration_m_s2=0.2)
     guard.drain_force_log()
     rogue = ContactLogic(robot=dev.robot, sensor=dev.probe_sensor, clock=dev.clock,
                          target_force_n=3.0, tolerance_n=0.05, max_force_n=10.0,
@@ -103,8 +103,8 @@ def test_push_duty_cycle_and_contact_are_enforced(lab):
         dev.ultrasound.acquire_swei(PushSequence(center_element=64), imaging)
     unit = build_plan(cfg).units[0]
     p = unit.params
-    swei.travel_to(dev, p["above_pose"], travel_z_m=p["travel_pose"][2], speed_m_s=0.04,
-                   acceleration_m_s2=0.2)
+    travel_to(dev, p["above_pose"], travel_z_m=p["travel_pose"][2], speed_m_s=0.04,
+              acceleration_m_s2=0.2)
     contact = ContactLogic(robot=dev.robot, sensor=dev.probe_sensor, clock=dev.clock,
                            max_force_n=1.0)
     contact.approach(surface_pose(p["origin_m"], p["x_mm"], p["y_mm"]))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import pytest
@@ -10,6 +10,7 @@ from scipy.ndimage import uniform_filter
 
 from drivers.base import DeviceError, LimitError
 from drivers.sim.phantom import BlockPhantom, Inclusion
+from drivers.sim.world import ProbeContact
 from drivers.ultrasound.base import UltrasoundSystem
 from drivers.ultrasound.sequences import (
     PlaneWaveSequence,
@@ -27,25 +28,20 @@ SMALL = PlaneWaveSequence(depth_start_mm=5.0, fov_depth_mm=8.0, fov_lateral_mm=1
 PUSH = PushSequence(center_element=60)
 
 
-@dataclass
-class FakeContact:
-    phantom: BlockPhantom | None
-    lateral_offset_mm: float = 1.0
-    elevation_offset_mm: float = 0.0
-    indentation_mm: float = 0.5
-    force_n: float = 0.2
-    in_contact: bool = True
+#: ``FakeContact(phantom, **changes)``: the probe pressing 0.5 mm into `phantom` at x = 1 mm.
+FakeContact = partial(ProbeContact, lateral_offset_mm=1.0, elevation_offset_mm=0.0,
+                      indentation_mm=0.5, force_n=0.2, in_contact=True)
 
 
 class FakeWorld:
-    def __init__(self, contact: FakeContact) -> None:
+    def __init__(self, contact: ProbeContact) -> None:
         self.contact = contact
 
-    def probe_contact(self) -> FakeContact:
+    def probe_contact(self) -> ProbeContact:
         return self.contact
 
 
-def _system(fidelity: str = "image", contact: FakeContact | None = None, **kw) -> SimUltrasound:
+def _system(fidelity: str = "image", contact: ProbeContact | None = None, **kw) -> SimUltrasound:
     world = FakeWorld(contact if contact is not None else FakeContact(PHANTOM))
     system = SimUltrasound(world, SimClock(), np.random.default_rng(0), fidelity=fidelity, **kw)
     system.connect()
