@@ -38,9 +38,13 @@ def main() -> None:
     trained = train_default_flow_cnn(
         **train_kw, progress=lambda e, loss: print(f"epoch {e}: loss {loss:.3f}", flush=True))
     t_train = time.perf_counter() - t0
-    print(f"training {t_train:.1f} s; held-out: median axial error "
+    before = trained.validation["untrained"]
+    print(f"training {t_train:.1f} s; held-out (12.7 dB) median axial error "
+          f"{before['median_axial_error_samples']:.2f} -> "
           f"{trained.validation['median_axial_error_samples']:.2f} samples, outliers "
-          f"{100 * trained.validation['outlier_fraction']:.1f} %", flush=True)
+          f"{100 * before['outlier_fraction']:.1f} -> "
+          f"{100 * trained.validation['outlier_fraction']:.1f} % (untrained -> trained)",
+          flush=True)
     t1 = time.perf_counter()
     study = failure_rate_study(model=trained.model, psnr_db=12.7, seed=0,
                                progress=lambda s: print(s, flush=True), **study_kw)
