@@ -33,8 +33,7 @@ def image_panels(
         vmin = float(min(np.percentile(f, 1) for f in finite)) if finite else 0.0
     if vmax is None:
         vmax = float(max(np.percentile(f, 99) for f in finite)) if finite else 1.0
-    colormap = plt.get_cmap(cmap).copy()
-    colormap.set_bad("0.75")
+    colormap = plt.get_cmap(cmap).with_extremes(bad="0.75")
     im = None
     for ax, (name, img) in zip(axes[0], images.items(), strict=True):
         im = ax.imshow(np.ma.masked_invalid(img), extent=_extent_mm(depth_m, lateral_m),

@@ -226,6 +226,10 @@ def _axial_sum(
     exponentials per scatterer, then one multiplication per tap.
     """
     s2 = np.float32(sigma_px**2)
+    if sigma_px < 1.0:
+        # A pulse narrower than a pixel (coarse grids): the recursion below would multiply by
+        # exp(offset / sigma^2) per tap and overflow float32; the few taps are evaluated directly.
+        return _axial_sum_direct(weights, offset_px, s2, taps)
     base = weights * np.exp(-0.5 * offset_px**2 / s2)
     step = np.exp(-offset_px / s2)
     step_inv = np.exp(offset_px / s2)
@@ -241,6 +245,22 @@ def _axial_sum(
         c = np.float32(np.exp(-0.5 * m * m / s2))
         out[..., m:, :] += c * q[..., : n - m, :]
         q *= step_inv
+    return out
+
+
+def _axial_sum_direct(
+    weights: NDArray[np.complex64], offset_px: NDArray[np.float32], s2: np.float32, taps: int
+) -> NDArray[np.complex64]:
+    """The sum of :func:`_axial_sum`, one exponential per tap and scatterer."""
+    out = np.zeros_like(weights)
+    n = weights.shape[-2]
+    for m in range(-taps, taps + 1):  # scatterer row r = i + m contributes to row i
+        lo, hi = max(0, -m), min(n, n - m)
+        if lo >= hi:
+            continue
+        e = offset_px[..., lo + m : hi + m, :]
+        g = np.exp(-0.5 * (m + e) ** 2 / s2).astype(np.float32)
+        out[..., lo:hi, :] += weights[..., lo + m : hi + m, :] * g
     return out
 
 
