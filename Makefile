@@ -8,6 +8,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_OUT ?= demo-out
+DEMO_ARGS ?=
 PYTEST_ARGS ?=
 
 .PHONY: install demo test lint bench clean
@@ -23,7 +24,7 @@ $(STAMP): pyproject.toml constraints.txt
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/elastolab demo --out $(DEMO_OUT)
+	$(BIN)/elastolab demo --out $(DEMO_OUT) $(DEMO_ARGS)
 
 test: $(STAMP)
 	$(BIN)/ruff check .
