@@ -71,6 +71,9 @@ class DemoProfile:
     study_shape: tuple[int, int]
     indentation_rate_hz: float = 200.0
     finetune_epochs: int = 10
+    #: Probe positions on the inclusion block stay this far from its edges (40 mm on a 100 mm
+    #: block: within +/-10 mm of the inclusion, so it appears at varied lateral positions).
+    inclusion_margin_mm: float = 40.0
     seed: int = 0
 
 
@@ -86,7 +89,7 @@ PROFILES: dict[str, DemoProfile] = {
     "default": DemoProfile(
         name="default", concentrations=(7.5, 10.0, 12.5, 15.0), cylinders_per_concentration=2,
         positions_per_block=8, push_elements=(24, 36, 48, 64, 80, 92, 104), depth_px=80,
-        lateral_px=160, inclusion_positions=2, compression_strains=(0.0, 0.005, 0.01, 0.02, 0.03),
+        lateral_px=160, inclusion_positions=8, compression_strains=(0.0, 0.005, 0.01, 0.02, 0.03),
         compression_depth_samples=1000, compression_lines=128, window_px=17,
         cnn_profile="quick", cnn_max_steps=None, flow_training_pairs=64, flow_epochs=6,
         study_pairs=12, study_shape=(600, 96),
@@ -131,10 +134,10 @@ def demo_config(profile: DemoProfile) -> SessionConfig:
              "sample_rate_hz": profile.indentation_rate_hz},
             {"kind": "swei", "blocks": blocks,
              "positions_per_block": profile.positions_per_block, **swei_common},
-            # The inclusion block: probe positions over the inclusion only (no random margin).
+            # The inclusion block: probe positions around the inclusion.
             {"kind": "swei", "blocks": ["block-inclusion"],
-             "positions_per_block": profile.inclusion_positions, "position_margin_mm": 48.0,
-             **swei_common},
+             "positions_per_block": profile.inclusion_positions,
+             "position_margin_mm": profile.inclusion_margin_mm, **swei_common},
             {"kind": "compression", "blocks": ["block-inclusion"],
              "strains": list(profile.compression_strains),
              "depth_samples": profile.compression_depth_samples,

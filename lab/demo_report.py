@@ -116,7 +116,9 @@ def _cnn_section(ctx: DemoContext, store: SessionStore) -> tuple[ReportSection, 
         f"Loupas displacement; ToF with alpha = {tof['alpha']:.3f} calibrated on the indentation "
         f"labels (the paper's 0.75 compensates the same kind of bias); the 3D DenseNet with "
         f"{ctx.profile.window_px} x {ctx.profile.window_px} px windows trained on fold 0 of the "
-        f"4-fold position split ({ctx.profile.cnn_profile} profile), maps by dense inference. "
+        f"4-fold position split ({ctx.profile.cnn_profile} profile), maps by dense inference; "
+        f"for the inclusion phantom it is fine-tuned ({ctx.profile.finetune_epochs} epochs, as "
+        f"in the paper) on 3/4 of the inclusion probe positions and evaluated on the others. "
         f"Metrics over pixels where both methods gave an estimate; Dice at "
         f"{DICE_THRESHOLD_KPA} kPa.",
         tables=[

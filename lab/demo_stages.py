@@ -84,14 +84,16 @@ def tof_options(lateral_m: list[float]) -> dict[str, Any]:
 
 
 def demo_split(ctx: DemoContext) -> dict[str, list[int]]:
-    """Fold 0 of the 4-fold position split; inclusion positions split into tune / evaluate."""
+    """Fold 0 of the 4-fold position split; inclusion positions split into tune (3/4) and
+    evaluate (1/4, at least one)."""
     from analysis.swei_cnn.data import load_swei_training_set, position_fold_split
 
     data = load_swei_training_set(ctx.store_path)
     split = position_fold_split(data, fold=0, seed=ctx.profile.seed)
     inclusion = np.flatnonzero(data.uses_map)
     positions = sorted(set(data.position_index[inclusion].tolist()))
-    tune_positions = set(positions[: len(positions) // 2])
+    n_eval = max(1, len(positions) // 4)  # 8 positions: fine-tune on 6, evaluate on 2
+    tune_positions = set(positions[: len(positions) - n_eval])
     return {
         "train": sorted(map(int, split.train)), "validation": sorted(map(int, split.validation)),
         "test": sorted(map(int, split.test)),
