@@ -72,7 +72,9 @@ class HexapodConfig(_Model):
     backend: Literal["sim", "gcs"] = Field("sim", description="'sim' or 'gcs' (real PI H-820)")
     host: str = Field("127.0.0.1", description="GCS controller address")
     port: int = Field(50000, ge=1, le=65535, description="GCS TCP port (50000 on PI controllers)")
-    interface: Literal["pipython", "pyvisa"] = Field("pipython", description="GCS client library")
+    interface: Literal["pipython", "pyvisa"] = Field(
+        "pipython", description="GCS client: PI's pipython, or pyvisa (pyvisa-py or NI-VISA)"
+    )
     timeout_s: PositiveFloat = 5.0
     velocity_mm_s: PositiveFloat = Field(0.01, description="indentation plate velocity")
 

@@ -235,7 +235,7 @@ def _build_real(config: SessionConfig, interactive: bool) -> LabDevices:
     from drivers.force.netft import NetFtSensor
     from drivers.force.serial_ft import SerialFtSensor
     from drivers.force.spec import NANO17, NANO43
-    from drivers.hexapod.connection import PipythonGcsConnection, SocketGcsConnection
+    from drivers.hexapod.connection import PipythonGcsConnection, PyvisaGcsConnection
     from drivers.hexapod.gcs import GcsHexapod
     from drivers.robot.base import RobotLimits
     from drivers.robot.ur import UrRtdeRobot
@@ -279,7 +279,7 @@ def _build_real(config: SessionConfig, interactive: bool) -> LabDevices:
                 return PipythonGcsConnection.tcp(hx.host, hx.port, timeout_s=hx.timeout_s)
         else:
             def open_connection() -> Any:
-                return SocketGcsConnection(hx.host, hx.port, timeout_s=hx.timeout_s)
+                return PyvisaGcsConnection(hx.host, hx.port, timeout_s=hx.timeout_s)
         hexapod = GcsHexapod(open_connection, clock)
         hexapod.connect()
         closers.append(hexapod.close)

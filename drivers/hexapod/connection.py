@@ -1,6 +1,6 @@
-"""Ways to talk GCS to a PI controller: through ``pipython`` or through a plain TCP socket.
+"""Ways to talk GCS to a PI controller: through ``pipython``, ``pyvisa`` or a plain TCP socket.
 
-Both give the same three operations, each followed by an ``ERR?`` check like pipython does:
+All give the same three operations, each followed by an ``ERR?`` check like pipython does:
 ``command`` (no reply expected), ``query`` (returns the reply text, multi-line replies joined
 with their GCS line ends), ``read_error`` (a bare ``ERR?``). Controller error codes come back as
 :class:`GcsControllerError` with the code; silence as :class:`~drivers.base.DeviceTimeoutError`.
@@ -60,7 +60,49 @@ def _check_framing(device: str, command: str, reply: str) -> None:
             raise DeviceError(device, "malformed multi-line reply", command=command, reply=reply)
 
 
-class SocketGcsConnection:
+class _LineGcsConnection:
+    """GCS over a byte stream: subclasses send text and read one complete reply."""
+
+    name: str
+
+    def _write(self, text: str) -> None:
+        raise NotImplementedError
+
+    def _read_reply(self, command: str) -> str:
+        raise NotImplementedError
+
+    def read_error(self) -> int:
+        self._write("ERR?")
+        reply = self._read_reply("ERR?")
+        try:
+            return int(reply.strip())
+        except ValueError:
+            raise DeviceError(
+                self.name, "ERR? answer is not an integer", command="ERR?", reply=reply
+            ) from None
+
+    def _check(self, command: str, reply: str | None) -> None:
+        code = self.read_error()
+        if code:
+            raise GcsControllerError(self.name, code, command=command, reply=reply)
+
+    def command(self, text: str) -> None:
+        self._write(text)
+        self._check(text, None)
+
+    def query(self, text: str) -> str:
+        self._write(text)
+        reply = self._read_reply(text)
+        self._check(text, reply)
+        return reply
+
+
+def _gcs_payload(text: str) -> bytes:
+    """Single-character commands (e.g. ``chr(5)``) go without a line feed."""
+    return (text if len(text) == 1 else text + "\n").encode("cp1252")
+
+
+class SocketGcsConnection(_LineGcsConnection):
     """GCS over a plain TCP socket (no pipython), with real-time timeouts.
 
     Parameters
@@ -89,9 +131,8 @@ class SocketGcsConnection:
     def _write(self, text: str) -> None:
         if self._sock is None:
             raise DeviceError(self.name, "connection is closed", command=text)
-        payload = text if len(text) == 1 else text + "\n"
         try:
-            self._sock.sendall(payload.encode("cp1252"))
+            self._sock.sendall(_gcs_payload(text))
         except OSError as err:
             raise DeviceError(self.name, f"send failed: {err}", command=text) from err
 
@@ -120,35 +161,70 @@ class SocketGcsConnection:
         _check_framing(self.name, command, reply)
         return reply
 
-    def read_error(self) -> int:
-        self._write("ERR?")
-        reply = self._read_reply("ERR?")
-        try:
-            return int(reply.strip())
-        except ValueError:
-            raise DeviceError(
-                self.name, "ERR? answer is not an integer", command="ERR?", reply=reply
-            ) from None
-
-    def _check(self, command: str, reply: str | None) -> None:
-        code = self.read_error()
-        if code:
-            raise GcsControllerError(self.name, code, command=command, reply=reply)
-
-    def command(self, text: str) -> None:
-        self._write(text)
-        self._check(text, None)
-
-    def query(self, text: str) -> str:
-        self._write(text)
-        reply = self._read_reply(text)
-        self._check(text, reply)
-        return reply
-
     def close(self) -> None:
         if self._sock is not None:
             self._sock.close()
             self._sock = None
+
+
+class PyvisaGcsConnection(_LineGcsConnection):
+    """GCS through ``pyvisa`` (a ``TCPIP::host::port::SOCKET`` resource; pure-Python backend
+    ``pyvisa-py`` by default, or an installed VISA library such as NI-VISA).
+
+    Parameters
+    ----------
+    host, port : str, int
+        Controller address (port 50000 on PI controllers).
+    name : str
+        Device name for errors.
+    timeout_s : float
+        Longest wait for a reply line, seconds.
+    visa_library : str
+        ``pyvisa.ResourceManager`` argument: ``"@py"`` (pyvisa-py) or a VISA library path.
+    """
+
+    def __init__(self, host: str, port: int = GCS_PORT, *, name: str = "hexapod",
+                 timeout_s: float = 2.0, visa_library: str = "@py") -> None:
+        import pyvisa
+
+        self.name = name
+        self._errors: tuple[type[BaseException], ...] = (pyvisa.errors.VisaIOError, OSError)
+        self._rm = pyvisa.ResourceManager(visa_library)
+        address = f"TCPIP::{host}::{port}::SOCKET"
+        try:
+            self._resource = self._rm.open_resource(
+                address, read_termination="\n", write_termination="",
+                timeout=round(timeout_s * 1000), encoding="cp1252",
+            )
+        except self._errors as err:
+            self._rm.close()
+            raise DeviceError(name, f"cannot open {address}: {err}") from err
+
+    def _write(self, text: str) -> None:
+        if self._resource is None:
+            raise DeviceError(self.name, "connection is closed", command=text)
+        try:
+            self._resource.write_raw(_gcs_payload(text))
+        except self._errors as err:
+            raise DeviceError(self.name, f"send failed: {err}", command=text) from err
+
+    def _read_reply(self, command: str) -> str:
+        assert self._resource is not None
+        reply = ""
+        while not reply_complete(reply):
+            try:
+                reply += self._resource.read() + "\n"  # one line, terminator stripped
+            except self._errors as err:
+                raise DeviceTimeoutError(self.name, f"no complete reply: {err}",
+                                         command=command, reply=reply or None) from err
+        _check_framing(self.name, command, reply)
+        return reply
+
+    def close(self) -> None:
+        if self._resource is not None:
+            self._resource.close()
+            self._resource = None
+            self._rm.close()
 
 
 class _OnceClosingSocket(PISocket):

@@ -12,6 +12,7 @@ from drivers.base import DeviceError, DeviceTimeoutError, LimitError
 from drivers.hexapod.connection import (
     GcsControllerError,
     PipythonGcsConnection,
+    PyvisaGcsConnection,
     SocketGcsConnection,
     _OnceClosingSocket,
 )
@@ -59,13 +60,14 @@ def test_pipython_gcsdevice_works_unchanged(gcs_sim):
         assert pidevice.qERR() == 0
 
 
-@pytest.mark.parametrize("client", ["socket", "pipython"])
+@pytest.mark.parametrize("client", ["socket", "pipython", "pyvisa"])
 def test_driver_moves_in_virtual_time(gcs_sim, client):
     world, server = gcs_sim
     host, port = server.address
     opener = {
         "socket": lambda: SocketGcsConnection(host, port, timeout_s=1.0),
         "pipython": lambda: PipythonGcsConnection.tcp(host, port, timeout_s=1.0),
+        "pyvisa": lambda: PyvisaGcsConnection(host, port, timeout_s=1.0),
     }[client]
     with GcsHexapod(opener, world.clock, poll_interval_s=0.1) as hexapod:
         hexapod.servo(True)
@@ -149,3 +151,12 @@ def test_garbage_client_does_not_disturb_others(gcs_sim):
         assert rogue.recv(100) == b"2\n"
         with GcsHexapod(lambda: SocketGcsConnection(*server.address), world.clock) as hexapod:
             assert hexapod.position()["x_mm"] == 0.0
+
+
+def test_pyvisa_link_to_a_closed_port_is_a_clear_error():
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()  # nothing listens there now
+    with pytest.raises(DeviceError, match=rf"cannot open TCPIP::127\.0\.0\.1::{port}::SOCKET"):
+        PyvisaGcsConnection("127.0.0.1", port, timeout_s=0.5)
