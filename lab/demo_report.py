@@ -78,7 +78,14 @@ def _swei_figures(ctx: DemoContext, store: SessionStore) -> list[tuple[str, str]
     truth = store.table("truth/swei") if store.has_table("truth/swei") else None
     cnn_map = store.read_array("maps/cnn_kpa")
     tof_map = store.read_array("maps/tof_kpa")
-    chosen = (cnn["held_out"][:2] + cnn["inclusion"][:2])[:4]
+    # Show central pushes (the edge pushes 0 and 6 are never trained on, as in the paper).
+    push = swei.read("push_index")
+    middle = float(np.median(push))
+
+    def central(indices: list[int], n: int) -> list[int]:
+        return sorted(indices, key=lambda i: (abs(push[i] - middle), i))[:n]
+
+    chosen = central(cnn["held_out"], 2) + central(cnn["inclusion"], 2)
     for i, s in enumerate(chosen):
         k = swei.keys()[s]
         panels = {"CNN": cnn_map[s], "ToF": tof_map[s]}
