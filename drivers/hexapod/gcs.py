@@ -10,6 +10,8 @@ limits (and velocity against its cap) before anything is sent.
 
 from __future__ import annotations
 
+import logging
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -17,6 +19,8 @@ from drivers.base import DeviceError, LimitError, MotionStatus, check_finite
 from drivers.hexapod.base import AXIS_KEYWORDS, KEYWORD_AXES
 from drivers.hexapod.connection import GcsConnection, GcsControllerError
 from lab.clock import Clock
+
+log = logging.getLogger(__name__)
 
 GCS_AXES = ("X", "Y", "Z", "U", "V", "W")
 _ERR_STOPPED = 10
@@ -237,11 +241,15 @@ class GcsHexapod:
 
     def _to_keywords(self, values: dict[str, str], command: str, reply: str) -> dict[str, float]:
         try:
-            return {AXIS_KEYWORDS[a]: float(v) for a, v in values.items()}
+            numbers = {AXIS_KEYWORDS[a]: float(v) for a, v in values.items()}
         except ValueError:
             raise DeviceError(
                 self.name, "non-numeric axis value", command=command, reply=reply
             ) from None
+        if not all(math.isfinite(v) for v in numbers.values()):
+            raise DeviceError(self.name, "non-finite axis value refused", command=command,
+                              reply=reply)
+        return numbers
 
     def position(self) -> dict[str, float]:
         """Current pose by axis keyword (mm, deg) from ``POS?``."""
@@ -263,8 +271,23 @@ class GcsHexapod:
         """Halt all axes (``HLT``); running motion statuses finish with ``success``.
 
         The controller sets error 10 (stopped by command) on a halt; it is read and cleared here.
+        The halt goes over a healthy link: a link that lost sync resynchronises first (see
+        :mod:`drivers.hexapod.connection`), and if the halt still fails on the link it is sent
+        once more over a freshly opened connection.
         """
         self._stopped_motion = -1 if success else self._motion_id
+        try:
+            self._halt()
+        except GcsControllerError:
+            raise
+        except DeviceError as err:
+            log.warning("%s: HLT failed on the link (%s); reopening the connection", self.name,
+                        err)
+            self.close()
+            self._connection = self.open_connection()
+            self._halt()
+
+    def _halt(self) -> None:
         try:
             self._link().command("HLT")
         except GcsControllerError as err:

@@ -276,6 +276,12 @@ class GcsSimServer:
         self._clients_lock = threading.Lock()
         self._accepted = 0
         self._accepted_cond = threading.Condition()
+        #: Commands executed and replies sent, over all clients (wire statistics for benchmarks).
+        self.commands_handled = 0
+        self.replies_sent = 0
+        #: Reads from a client that produced at least one reply: one per request/reply round trip.
+        self.round_trips = 0
+        self._stats_lock = threading.Lock()
 
     @property
     def address(self) -> tuple[str, int]:
@@ -394,31 +400,40 @@ class GcsSimServer:
 
     def _process(self, conn: socket.socket, pending: bytes) -> bytes | None:
         """Execute the complete commands in ``pending``; return the rest (None: connection lost)."""
-        while pending:
-            first = pending[0]
-            if first < 32 and first not in (10, 13):  # single-character command, no LF
-                line, pending = chr(first), pending[1:]
-            elif b"\n" in pending:
-                raw, pending = pending.split(b"\n", 1)
-                line = raw.decode("cp1252", errors="replace").strip("\r")
-            elif len(pending) > MAX_LINE_BYTES:
-                line, pending = "\x00too-long", b""  # unknown command: error 2, no reply
-            else:
-                return pending
-            reply = self.controller.handle(line)
-            if reply is None:
-                continue
-            faults = self.controller.world.faults
-            delay = faults.reply_delay_s.get("hexapod", 0.0)
-            if delay > 0 and self._stop.wait(delay):
-                return None
-            if "hexapod" in faults.malformed_replies:
-                reply = "X=\x00garbled\nY=?\n"
-            try:
-                conn.sendall(reply.encode("cp1252", errors="replace"))
-            except OSError:
-                return None
-        return pending
+        commands = replies = 0
+        try:
+            while pending:
+                first = pending[0]
+                if first < 32 and first not in (10, 13):  # single-character command, no LF
+                    line, pending = chr(first), pending[1:]
+                elif b"\n" in pending:
+                    raw, pending = pending.split(b"\n", 1)
+                    line = raw.decode("cp1252", errors="replace").strip("\r")
+                elif len(pending) > MAX_LINE_BYTES:
+                    line, pending = "\x00too-long", b""  # unknown command: error 2, no reply
+                else:
+                    return pending
+                commands += 1
+                reply = self.controller.handle(line)
+                if reply is None:
+                    continue
+                faults = self.controller.world.faults
+                delay = faults.reply_delay_s.get("hexapod", 0.0)
+                if delay > 0 and self._stop.wait(delay):
+                    return None
+                if "hexapod" in faults.malformed_replies:
+                    reply = "X=\x00garbled\nY=?\n"
+                try:
+                    conn.sendall(reply.encode("cp1252", errors="replace"))
+                except OSError:
+                    return None
+                replies += 1
+            return pending
+        finally:
+            with self._stats_lock:
+                self.commands_handled += commands
+                self.replies_sent += replies
+                self.round_trips += 1 if replies else 0
 
 
 def _shutdown(conn: socket.socket) -> None:

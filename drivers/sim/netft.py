@@ -76,6 +76,9 @@ class NetFtSimServer:
         self.internal_rate_hz = float(internal_rate_hz)
         self.max_records_per_advance = int(max_records_per_advance)
         self.requests_ignored = 0
+        #: Valid requests received and records sent (wire statistics for benchmarks).
+        self.requests_received = 0
+        self.records_sent = 0
         self._bind = (host, port)
         self._lock = threading.RLock()
         self._streams: dict[tuple[str, int], _Stream] = {}
@@ -160,6 +163,7 @@ class NetFtSimServer:
         command, count = request
         now = self.world.clock.now()
         with self._lock:
+            self.requests_received += 1
             if command == rdt.CMD_STOP_STREAMING:
                 self._streams.pop(addr, None)
             elif command == rdt.CMD_SET_SOFTWARE_BIAS:
@@ -199,6 +203,7 @@ class NetFtSimServer:
                 sock.sendto(payload, addr)
             except OSError:
                 return  # client gone: UDP does not care
+            self.records_sent += 1
 
     def _record(self, t_s: float) -> rdt.RdtRecord:
         force, torque, saturated = self.world.sensor_wrench(self.sensor, t_s)
