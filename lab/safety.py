@@ -125,6 +125,17 @@ class ForceWatchdog:
         """Zero the sensor (explicit only; the probe or plate must be unloaded)."""
         self.__sensor.bias()
 
+    def start_streaming(self, rate_hz: float) -> None:
+        """Stream the sensor at ``rate_hz``: ``read`` then returns the newest streamed sample
+        (no request per sample) and is checked as before. A stream left running (by an attempt
+        that failed) is restarted."""
+        if getattr(self.__sensor, "streaming", False):
+            self.__sensor.stop_streaming()
+        self.__sensor.start_streaming(rate_hz)
+
+    def stop_streaming(self) -> None:
+        self.__sensor.stop_streaming()
+
     def read(self) -> Wrench:
         """One sample; stops all registered motion and raises if it exceeds the limit."""
         sample = self.__sensor.read()

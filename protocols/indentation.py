@@ -109,6 +109,7 @@ def run_unit(unit: Unit, devices: GuardedDevices, store: SessionStore, *,
     lookahead_mm = p["velocity_mm_s"] * LOOKAHEAD_S
     hexapod.move_to(z_mm=max(lowest_z, start_z - lookahead_mm))
     renew_at = t0 + LOOKAHEAD_S / 4
+    sensor.start_streaming(p["sample_rate_hz"])  # pushed at the rate: no request per sample
     while True:
         clock.sleep(period)
         sample = sensor.read()  # the watchdog halts the plate above the safety limit
@@ -139,6 +140,7 @@ def run_unit(unit: Unit, devices: GuardedDevices, store: SessionStore, *,
         if len(t_s) % 200 == 0:
             report(force_n=fz, position_mm=travel)
     hexapod.stop(success=True)
+    sensor.stop_streaming()
     if contact_mm is None:  # stopped on force before three samples above the contact force
         raise ProtocolError(hexapod.name, f"{cylinder.id}: force {force[-1]:.3f} N reached "
                             "before contact was established; check the sensor bias")

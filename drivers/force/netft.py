@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import select
 import socket
 import threading
 import time
+from dataclasses import dataclass
 
 from drivers.base import DeviceError, DeviceTimeoutError, Wrench
 from drivers.force import rdt
@@ -79,6 +81,8 @@ class NetFtSensor:
         self._stream_stop = threading.Event()
         self._stream_started = threading.Event()
         self._stream_period_s = 0.0
+        self._stream: _StreamState | None = None
+        self._receive_lock = threading.Lock()
         self._callback_error: BaseException | None = None
 
     # ------------------------------------------------------------------ lifecycle
@@ -195,7 +199,13 @@ class NetFtSensor:
     def start_streaming(
         self, rate_hz: float = 200.0, callback: WrenchCallback | None = None
     ) -> None:
-        """Stream at ``rate_hz`` (must divide the RDT rate) into the buffer and ``callback``."""
+        """Stream at ``rate_hz`` (must divide the RDT rate) into the buffer and ``callback``.
+
+        Records are taken off the socket by a receiving thread, and also by :meth:`read` and
+        :meth:`receive_pending` in the caller's thread, whichever comes first (one at a time, in
+        order). ``callback`` runs in whichever thread took the record; it must be quick and must
+        not raise (an exception is kept and raised by :meth:`stop_streaming`).
+        """
         if self._stream_thread is not None:
             raise DeviceError(self.name, "already streaming")
         ratio = self.rdt_rate_hz / rate_hz if rate_hz > 0 else 0.0
@@ -211,16 +221,16 @@ class NetFtSensor:
         self._callback_error = None
         self._stream_period_s = 1.0 / rate_hz
         self._stream_stop.clear()
-        t_start = self.clock.now()
+        self._stream = _StreamState(decimation, callback, self.clock.now())
         self._send(rdt.CMD_START_REALTIME, 0)
         self._stream_started.clear()
         self._stream_thread = threading.Thread(
-            target=self._receive, args=(sock, decimation, callback, t_start),
-            name=f"netft-{self.name}", daemon=True,
+            target=self._receive, args=(sock,), name=f"netft-{self.name}", daemon=True,
         )
         self._stream_thread.start()
         # The Net F/T answers a start request with its first record at once: wait for it (real
         # time), so that the stream is known to run before the caller moves on.
+        self.receive_pending()
         if not self._stream_started.wait(self.timeout_s):
             self.stop_streaming()
             raise DeviceTimeoutError(self.name, f"no record within {self.timeout_s} s of starting "
@@ -237,6 +247,7 @@ class NetFtSensor:
             self._stream_stop.set()
             thread.join(timeout=5.0)
             self._stream_thread = None
+            self._stream = None
             if self._sock is not None:
                 self._sock.settimeout(self.timeout_s)
         if self._callback_error is not None:
@@ -254,6 +265,7 @@ class NetFtSensor:
     def _latest_streamed(self) -> Wrench:
         # the newest sample due: sampled less than one period before now (waits for it if needed)
         horizon = self.clock.now() - self._stream_period_s * (1.0 - 1e-6)
+        self.receive_pending()
         if not self._buffer.wait_for(lambda w: w is not None and w.t_s > horizon, self.timeout_s):
             raise DeviceTimeoutError(
                 self.name, f"no streamed sample newer than t = {horizon:.4f} s "
@@ -263,47 +275,75 @@ class NetFtSensor:
         assert latest is not None
         return latest
 
-    def _receive(
-        self, sock: socket.socket, decimation: int, callback: WrenchCallback | None,
-        t_first: float,
-    ) -> None:
-        """Receive records; the first one was sampled when streaming was requested (t_first)."""
-        sock.settimeout(0.05)
-        first_seq: int | None = None
-        last_seq: int | None = None
+    def receive_pending(self) -> int:
+        """Take the records already waiting on the socket into the stream, in the caller's
+        thread (no hand-over to the receiving thread); returns how many were taken."""
+        sock, stream = self._sock, self._stream
+        if sock is None or stream is None:
+            return 0
+        taken = 0
+        with self._receive_lock:
+            while True:
+                try:
+                    ready, _, _ = select.select([sock], [], [], 0.0)
+                    if not ready:
+                        return taken
+                    data = sock.recv(2048)
+                except (OSError, ValueError):  # port unreachable, or closed meanwhile
+                    return taken
+                self._ingest(stream, data)
+                taken += 1
+
+    def _receive(self, sock: socket.socket) -> None:
+        """Receiving thread: wait for records and take them into the stream until stopped."""
         while not self._stream_stop.is_set():
             try:
-                data = sock.recv(2048)
-            except TimeoutError:
-                continue
-            except OSError:
-                continue  # e.g. port unreachable: keep waiting until stopped
+                ready, _, _ = select.select([sock], [], [], 0.05)
+            except (OSError, ValueError):
+                return  # socket closed under us
+            if ready:
+                self.receive_pending()
+
+    def _ingest(self, stream: _StreamState, data: bytes) -> None:
+        """One datagram of the stream (receive lock held); the first one was sampled when
+        streaming was requested (``stream.t_first``)."""
+        try:
+            record = rdt.decode_record(data)
+        except ValueError:
+            self.malformed_packets += 1
+            return
+        seq = record.rdt_sequence
+        if stream.last_seq is not None:
+            step = (seq - stream.last_seq) & 0xFFFF_FFFF
+            if step == 0 or step > 0x8000_0000:
+                self.out_of_order_packets += 1
+                return
+            self.lost_packets += step - 1
+        if stream.first_seq is None:
+            stream.first_seq = seq
+            self._stream_started.set()
+        stream.last_seq = seq
+        offset = (seq - stream.first_seq) & 0xFFFF_FFFF
+        if offset % stream.decimation:
+            return
+        sample = self._to_wrench(record, stream.t_first + offset / self.rdt_rate_hz)
+        self._buffer.append(sample)
+        if stream.callback is not None and self._callback_error is None:
             try:
-                record = rdt.decode_record(data)
-            except ValueError:
-                self.malformed_packets += 1
-                continue
-            seq = record.rdt_sequence
-            if last_seq is not None:
-                step = (seq - last_seq) & 0xFFFF_FFFF
-                if step == 0 or step > 0x8000_0000:
-                    self.out_of_order_packets += 1
-                    continue
-                self.lost_packets += step - 1
-            if first_seq is None:
-                first_seq = seq
-                self._stream_started.set()
-            last_seq = seq
-            offset = (seq - first_seq) & 0xFFFF_FFFF
-            if offset % decimation:
-                continue
-            sample = self._to_wrench(record, t_first + offset / self.rdt_rate_hz)
-            self._buffer.append(sample)
-            if callback is not None and self._callback_error is None:
-                try:
-                    callback(sample)
-                except Exception as err:  # reported by stop_streaming, not swallowed
-                    self._callback_error = err
+                stream.callback(sample)
+            except Exception as err:  # reported by stop_streaming, not swallowed
+                self._callback_error = err
+
+
+@dataclass
+class _StreamState:
+    """Bookkeeping of one stream: decimation, callback, first sample time and sequences."""
+
+    decimation: int
+    callback: WrenchCallback | None
+    t_first: float
+    first_seq: int | None = None
+    last_seq: int | None = None
 
 
 def _monotonic() -> float:

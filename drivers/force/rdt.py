@@ -10,6 +10,7 @@ The device ignores datagrams that are not valid requests.
 
 from __future__ import annotations
 
+import math
 import struct
 from dataclasses import dataclass
 
@@ -81,8 +82,11 @@ class RdtRecord:
         self, *, counts_per_force: float, counts_per_torque: float
     ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
         """Force (N) and torque (N m) of this record, shape (3,) each."""
-        c = np.asarray(self.counts, dtype=np.float64)
-        return c[:3] / counts_per_force, c[3:] / counts_per_torque
+        c = self.counts
+        return (np.array([c[0] / counts_per_force, c[1] / counts_per_force,
+                          c[2] / counts_per_force]),
+                np.array([c[3] / counts_per_torque, c[4] / counts_per_torque,
+                          c[5] / counts_per_torque]))
 
 
 def decode_record(data: bytes) -> RdtRecord:
@@ -97,12 +101,11 @@ def to_counts(
     force_n: NDArray[np.floating], torque_nm: NDArray[np.floating], *,
     counts_per_force: float, counts_per_torque: float,
 ) -> tuple[int, int, int, int, int, int]:
-    """Force and torque converted to int32 counts (rounded, clipped to the int32 range)."""
-    values = np.concatenate(
-        [
-            np.asarray(force_n, float) * counts_per_force,
-            np.asarray(torque_nm, float) * counts_per_torque,
-        ]
-    )
-    clipped = np.clip(np.round(values), _INT32_MIN, _INT32_MAX).astype(np.int64)
-    return tuple(int(v) for v in clipped)  # type: ignore[return-value]
+    """Force and torque converted to int32 counts (rounded half to even, clipped to the int32
+    range, infinities included); NaN is refused with ValueError."""
+    values = [v * counts_per_force for v in np.asarray(force_n, float).reshape(3).tolist()]
+    values += [v * counts_per_torque for v in np.asarray(torque_nm, float).reshape(3).tolist()]
+    if any(math.isnan(v) for v in values):
+        raise ValueError(f"force/torque must not be NaN, got {values}")
+    return tuple(round(min(max(v, _INT32_MIN), _INT32_MAX))  # type: ignore[return-value]
+                 for v in values)

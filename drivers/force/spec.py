@@ -45,11 +45,12 @@ class SensorSpec:
     torque_noise_nm: float
 
     def saturated(self, force_n: NDArray[np.floating], torque_nm: NDArray[np.floating]) -> bool:
-        """True if any channel is at or beyond its range."""
-        return bool(
-            np.any(np.abs(force_n) >= np.asarray(self.force_range_n))
-            or np.any(np.abs(torque_nm) >= np.asarray(self.torque_range_nm))
-        )
+        """True if any channel is at or beyond its range (or not a finite number)."""
+        # plain floats: this runs once per sample at 200 Hz, where small-array numpy dominates
+        values = [*np.asarray(force_n, dtype=float).tolist(),
+                  *np.asarray(torque_nm, dtype=float).tolist()]
+        ranges = (*self.force_range_n, *self.torque_range_nm)
+        return not all(abs(v) < r for v, r in zip(values, ranges, strict=True))
 
 
 NANO17 = SensorSpec(

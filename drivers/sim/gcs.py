@@ -365,6 +365,7 @@ class GcsSimServer:
                     self._accepted_cond.notify_all()
                 continue
             conn.settimeout(0.05)
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # replies go out at once
             thread = threading.Thread(
                 target=self._serve_client, args=(conn,), name="gcs-sim-client", daemon=True
             )
@@ -399,41 +400,46 @@ class GcsSimServer:
             conn.close()
 
     def _process(self, conn: socket.socket, pending: bytes) -> bytes | None:
-        """Execute the complete commands in ``pending``; return the rest (None: connection lost)."""
-        commands = replies = 0
+        """Execute the complete commands in ``pending``; return the rest (None: connection lost).
+
+        The replies to the commands of one read go out in one send (pipelined ``POS?`` +
+        ``ERR?`` gets both answers in one segment, as from a controller's output buffer).
+        """
+        commands = 0
+        replies: list[str] = []
+        rest: bytes | None = pending
+        while rest:
+            first = rest[0]
+            if first < 32 and first not in (10, 13):  # single-character command, no LF
+                line, rest = chr(first), rest[1:]
+            elif b"\n" in rest:
+                raw, rest = rest.split(b"\n", 1)
+                line = raw.decode("cp1252", errors="replace").strip("\r")
+            elif len(rest) > MAX_LINE_BYTES:
+                line, rest = "\x00too-long", b""  # unknown command: error 2, no reply
+            else:
+                break
+            commands += 1
+            reply = self.controller.handle(line)
+            if reply is not None:
+                replies.append(reply)
+        if replies:
+            faults = self.controller.world.faults
+            delay = faults.reply_delay_s.get("hexapod", 0.0)
+            if delay > 0 and self._stop.wait(delay):
+                rest = None
+            elif "hexapod" in faults.malformed_replies:
+                replies = ["X=\x00garbled\nY=?\n" for _ in replies]
         try:
-            while pending:
-                first = pending[0]
-                if first < 32 and first not in (10, 13):  # single-character command, no LF
-                    line, pending = chr(first), pending[1:]
-                elif b"\n" in pending:
-                    raw, pending = pending.split(b"\n", 1)
-                    line = raw.decode("cp1252", errors="replace").strip("\r")
-                elif len(pending) > MAX_LINE_BYTES:
-                    line, pending = "\x00too-long", b""  # unknown command: error 2, no reply
-                else:
-                    return pending
-                commands += 1
-                reply = self.controller.handle(line)
-                if reply is None:
-                    continue
-                faults = self.controller.world.faults
-                delay = faults.reply_delay_s.get("hexapod", 0.0)
-                if delay > 0 and self._stop.wait(delay):
-                    return None
-                if "hexapod" in faults.malformed_replies:
-                    reply = "X=\x00garbled\nY=?\n"
-                try:
-                    conn.sendall(reply.encode("cp1252", errors="replace"))
-                except OSError:
-                    return None
-                replies += 1
-            return pending
-        finally:
-            with self._stats_lock:
-                self.commands_handled += commands
-                self.replies_sent += replies
-                self.round_trips += 1 if replies else 0
+            if replies and rest is not None:
+                conn.sendall("".join(replies).encode("cp1252", errors="replace"))
+        except OSError:
+            rest = None
+        with self._stats_lock:
+            self.commands_handled += commands
+            self.replies_sent += len(replies)
+            self.round_trips += 1 if replies else 0
+        return rest
 
 
 def _shutdown(conn: socket.socket) -> None:
