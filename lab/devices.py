@@ -207,11 +207,10 @@ def _build_sim(config: SessionConfig, faults: Any) -> LabDevices:
                          workspace_max_m=safety.workspace_max_m,
                          max_speed_m_s=safety.robot_speed_max_m_s,
                          max_acceleration_m_s2=safety.robot_acceleration_max_m_s2)
-    timeout_s = min(lab_cfg.probe_force_sensor.timeout_s, lab_cfg.indenter_force_sensor.timeout_s)
     sim = build_sim_lab(seed=lab_cfg.sim_seed, clock=clock, blocks=blocks, faults=faults,
                         robot_limits=limits, robot_home_pose=sim_home_pose(config, layout),
                         robot_watchdog_hz=watchdog_hz,
-                        rdt_rate_hz=lab_cfg.probe_force_sensor.rate_hz, timeout_s=timeout_s)
+                        rdt_rate_hz=lab_cfg.probe_force_sensor.rate_hz)  # sim link timeouts
     try:
         sim.world.set_cylinder(None)
         ultrasound = SimUltrasound(sim.world, clock,

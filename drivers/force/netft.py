@@ -190,7 +190,7 @@ class NetFtSensor:
             while True:
                 try:
                     sock.recv(2048)
-                except (BlockingIOError, ConnectionRefusedError):
+                except OSError:  # nothing left (BlockingIOError) or port unreachable
                     return
         finally:
             sock.settimeout(self.timeout_s)

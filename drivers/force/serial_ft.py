@@ -95,7 +95,7 @@ class SerialFtSensor:
                 self.port, baudrate=self.baudrate, timeout=self.timeout_s,
                 write_timeout=self.timeout_s,
             )
-        except serial.SerialException as err:
+        except (serial.SerialException, OSError, ValueError) as err:
             raise DeviceError(self.name, f"cannot open {self.port}: {err}") from err
 
     def close(self) -> None:
@@ -119,7 +119,7 @@ class SerialFtSensor:
             port.reset_input_buffer()
             port.write(command.encode("ascii") + self.protocol.terminator)
             raw = port.read_until(self.protocol.prompt)
-        except serial.SerialException as err:
+        except (serial.SerialException, OSError, ValueError) as err:  # lost port, closed port
             raise DeviceError(self.name, f"serial I/O failed: {err}", command=command) from err
         text = raw.decode("ascii", errors="replace")
         if not raw.endswith(self.protocol.prompt):

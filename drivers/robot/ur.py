@@ -113,8 +113,18 @@ class UrRtdeRobot:
     def _call(self, command: str, fn: Callable[[], T]) -> T:
         try:
             return fn()
-        except RuntimeError as err:
+        except (RuntimeError, OSError, ValueError, TypeError) as err:  # lost socket, bad reply
             raise DeviceError(self.name, f"ur_rtde call failed: {err}", command=command) from err
+
+    def _vector(self, command: str, raw: object, what: str) -> NDArray[np.float64]:
+        """``raw`` as 6 finite floats, or DeviceError naming the reply."""
+        try:
+            values = np.asarray(raw, dtype=np.float64)
+        except (TypeError, ValueError):
+            values = np.full(1, np.nan)
+        if values.shape != (6,) or not np.all(np.isfinite(values)):
+            raise DeviceError(self.name, f"bad {what}", command=command, reply=str(raw))
+        return values
 
     def connect(self) -> None:
         """Make sure both interfaces are connected (reconnecting once if needed); arm the
@@ -177,22 +187,13 @@ class UrRtdeRobot:
         """TCP pose ``[x, y, z, rx, ry, rz]`` (m, rad) in the base frame, shape (6,)."""
         self.kick_watchdog()
         raw = self._call("getActualTCPPose()", self.receive.getActualTCPPose)
-        pose = np.asarray(raw, dtype=np.float64)
-        if pose.shape != (6,) or not np.all(np.isfinite(pose)):
-            raise DeviceError(
-                self.name, "bad TCP pose", command="getActualTCPPose()", reply=str(raw)
-            )
-        return pose
+        return self._vector("getActualTCPPose()", raw, "TCP pose")
 
     def tool_force(self) -> Wrench:
         """The robot's own TCP force/torque estimate (``getActualTCPForce``), base frame."""
         t_s = self.clock.now()
         raw = self._call("getActualTCPForce()", self.receive.getActualTCPForce)
-        values = np.asarray(raw, dtype=np.float64)
-        if values.shape != (6,) or not np.all(np.isfinite(values)):
-            raise DeviceError(
-                self.name, "bad TCP force", command="getActualTCPForce()", reply=str(raw)
-            )
+        values = self._vector("getActualTCPForce()", raw, "TCP force")
         return Wrench(values[:3], values[3:], t_s)
 
     @property

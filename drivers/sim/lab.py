@@ -34,6 +34,13 @@ from drivers.sim.rtde import SimRtdeControl, SimRtdeReceive
 from drivers.sim.world import DEFAULT_ROBOT_HOME_POSE, SimWorld
 from lab.clock import SimClock
 
+#: Real-time bound on every wait for a simulated link's reply or record, in seconds. Generous on
+#: purpose: in simulation a reply that is coming is never late because the host is slow (the
+#: simulators answer at once in virtual time), so only an injected silence fault ever runs into
+#: it. Hardware links keep the timeouts of their config. Tests that inject silence and want it
+#: detected sooner shorten the silent driver's ``timeout_s`` when they inject the fault.
+SIM_LINK_TIMEOUT_S = 10.0
+
 #: Where ``build_sim_lab`` puts a block by default: top-surface centre 100 mm above the table.
 DEFAULT_BLOCK_ORIGIN_M = (0.35, 0.0, 0.10)
 
@@ -87,7 +94,7 @@ def build_sim_lab(
     robot_home_pose: ArrayLike = DEFAULT_ROBOT_HOME_POSE,
     robot_watchdog_hz: float | None = None,
     rdt_rate_hz: float = 200.0,
-    timeout_s: float = 2.0,
+    timeout_s: float = SIM_LINK_TIMEOUT_S,
 ) -> SimLab:
     """Start the simulators and connect the drivers; the caller must ``close()`` the lab.
 
@@ -114,7 +121,8 @@ def build_sim_lab(
     rdt_rate_hz : float
         RDT rate of both Net F/T simulators and drivers.
     timeout_s : float
-        Network timeouts of the drivers (real seconds).
+        Real-time bound on the drivers' network waits (default :data:`SIM_LINK_TIMEOUT_S`; not
+        a hardware timeout, see there).
 
     Notes
     -----
