@@ -67,7 +67,11 @@ def verify(
 
     Exit code 0 only when the store is clean.
     """
-    report = verify_store(store, repair=repair)
+    try:
+        report = verify_store(store, repair=repair)
+    except OSError as exc:  # unreadable files, symlink loops below the metadata
+        _fail(f"{store}: cannot read the store: {exc}")
+        return
     for line in report.repaired:
         console.print(f"[yellow]repaired[/yellow] {line}", highlight=False)
     for problem in report.problems:
@@ -84,7 +88,7 @@ def info(store: StorePath) -> None:
     """Print a summary of a store: provenance, tables, arrays, sizes."""
     try:
         print_info(store, console)
-    except StoreError as exc:
+    except (StoreError, OSError) as exc:  # OSError: unreadable files, symlink loops
         _fail(str(exc))
 
 
@@ -175,7 +179,7 @@ def _store_errors() -> Iterator[None]:
     """Turn expected user-facing errors into one red line and exit code 2."""
     try:
         yield
-    except (StoreError, ValueError, FileNotFoundError) as exc:
+    except (StoreError, ValueError, OSError) as exc:  # OSError: unreadable files, symlink loops
         _fail(str(exc))
 
 

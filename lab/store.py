@@ -305,6 +305,86 @@ class Table:
         raise KeyError(f"table {self.name!r} has no record {key!r}")
 
 
+def _damaged(path: Path, where: str, what: str) -> StoreError:
+    return StoreError(f"{path}: damaged store: {where}: {what}")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_table_attrs(path: Path, where: str, attrs: Mapping[str, Any]) -> None:
+    """The bookkeeping attributes of a table group have the types the store writes."""
+    if not isinstance(attrs.get("row_dim"), str):
+        raise _damaged(path, where, f"row_dim {attrs.get('row_dim')!r} is not a name")
+    rows = attrs.get("committed_rows")
+    if not _is_int(rows) or rows < 0:
+        raise _damaged(path, where, f"committed_rows {rows!r} is not a non-negative integer")
+    schema = attrs.get("schema")
+    if not isinstance(schema, dict) or not all(isinstance(v, dict) for v in schema.values()):
+        raise _damaged(path, where, "schema attribute is not a mapping of array specs")
+    records = attrs.get("records")
+    if not isinstance(records, list):
+        raise _damaged(path, where, f"records attribute is a {type(records).__name__}, "
+                                    "not a list")
+    for k, rec in enumerate(records):
+        if not (isinstance(rec, dict) and isinstance(rec.get("key"), str)
+                and _is_int(rec.get("start")) and _is_int(rec.get("stop"))):
+            raise _damaged(path, where, f"record {k} is not {{key: str, start: int, stop: int}}: "
+                                        f"{str(rec)[:80]}")
+
+
+def _check_session_attrs(path: Path, attrs: Mapping[str, Any]) -> None:
+    """Root attributes the runner reads back: progress, config, plan."""
+    progress = attrs.get("progress")
+    if progress is not None:
+        ok = (isinstance(progress, dict) and isinstance(progress.get("completed", []), list)
+              and all(isinstance(u, str) for u in progress.get("completed", []))
+              and isinstance(progress.get("table_records", {}), dict))
+        if not ok:
+            raise _damaged(path, "/", f"progress attribute is not {{completed: [unit ids], "
+                                      f"table_records: {{}}}}: {str(progress)[:80]}")
+    if not isinstance(attrs.get("config", {}), dict):
+        raise _damaged(path, "/", "config attribute is not a mapping")
+    if not isinstance(attrs.get("plan") or {}, dict | list):
+        raise _damaged(path, "/", "plan attribute is neither a mapping nor a list")
+
+
+def _check_structure(path: Path, root: zarr.Group) -> None:
+    """Read the metadata of every group and array once, and the bookkeeping attributes.
+
+    Raises
+    ------
+    StoreError
+        Naming the first member whose ``zarr.json`` cannot be read (malformed JSON, a symlink
+        loop, an unreadable file) or whose attributes have the wrong types.
+    """
+    _check_session_attrs(path, root.attrs.asdict())
+
+    def walk(group: zarr.Group, where: str) -> None:
+        try:
+            members = list(group.members())
+        except Exception as exc:  # JSON, OSError (ELOOP, EACCES), zarr metadata errors
+            raise _damaged(path, where or "/", f"metadata of a member cannot be read "
+                                               f"({type(exc).__name__}: {exc})") from exc
+        arrays = {name for name, member in members if isinstance(member, zarr.Array)}
+        for name, member in members:
+            if isinstance(member, zarr.Group):
+                attrs = member.attrs.asdict()
+                if "row_dim" in attrs:
+                    _check_table_attrs(path, f"{where}{name}", attrs)
+                walk(member, f"{where}{name}/")
+        attrs = group.attrs.asdict()
+        for name in attrs.get("schema", {}) if "row_dim" in attrs else ():
+            # an array written but unreadable (zarr skips it with a warning) is damage; one
+            # never written is for verify to report
+            if name not in arrays and (path / where / name / "zarr.json").exists():
+                raise _damaged(path, f"{where}{name}", "array metadata (zarr.json) is not a "
+                                                       "readable Zarr array")
+
+    walk(root, "")
+
+
 class SessionStore:
     """A session's Zarr v3 store. Create with :meth:`create`, open with :meth:`open`."""
 
@@ -364,6 +444,7 @@ class SessionStore:
                 f"{path} has store schema version {version}; this elastolab reads version "
                 f"{SCHEMA_VERSION}. Use a matching elastolab version or convert the store."
             )
+        _check_structure(path, root)
         store = cls(path, root, mode)
         if mode == "a":
             for table in store.tables():

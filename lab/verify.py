@@ -5,7 +5,9 @@ every array has at least the committed rows (more = an interrupted append, fixab
 ``--repair``), every chunk holding committed rows exists on disk and decodes, and floating data
 has no NaN/Inf (arrays whose ``allow_nan`` attribute is true, such as modulus maps with rejected
 pixels, may hold NaN but not Inf). Whole arrays outside tables get the chunk and value checks.
-Leftover temporary files from interrupted writes are reported.
+Leftover temporary files from interrupted writes are reported. The stored plan must hash to the
+stored ``plan_hash``. A store too damaged to open (unreadable metadata, wrong attribute types,
+symlink loops) is one error naming the damage.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Literal
 import numpy as np
 import zarr
 
+from lab.provenance import plan_hash
 from lab.store import LOG_DIR, SessionStore, StoreError
 
 Severity = Literal["error", "warning"]
@@ -106,11 +109,12 @@ def verify_store(path: str | Path, *, repair: bool = False) -> VerifyReport:
     try:
         store = SessionStore.open(path, mode="r")
     except StoreError as exc:
-        report.add("error", str(path), str(exc))
+        report.add("error", "store", str(exc))
         return report
     for attr in ("created_utc", "elastolab_version", "config"):
         if attr not in store.attrs:
             report.add("error", "/", f"provenance attribute {attr!r} is missing")
+    _check_plan_hash(report, store.attrs)
 
     tables = store.tables()
     table_arrays: set[str] = set()
@@ -168,6 +172,22 @@ def verify_store(path: str | Path, *, repair: bool = False) -> VerifyReport:
     for tmp in list(path.rglob("*.partial")) + list(path.rglob(".*.old")):
         _leftover(report, tmp, repair)
     return report
+
+
+def _check_plan_hash(report: VerifyReport, attrs: dict[str, object]) -> None:
+    """The stored plan must hash to the stored ``plan_hash`` (a resume runs that plan)."""
+    plan, stored = attrs.get("plan"), attrs.get("plan_hash")
+    if plan is None and stored is None:
+        return
+    if plan is None or stored is None:
+        report.add("error", "/", f"{'plan' if plan is None else 'plan_hash'} is missing while "
+                                 f"{'plan_hash' if plan is None else 'plan'} is stored")
+        return
+    actual = plan_hash(plan)
+    if actual != stored:
+        report.add("error", "/", f"the stored plan does not match its plan_hash (stored "
+                                 f"{str(stored)[:12]}..., plan hashes to {actual[:12]}...): "
+                                 "the plan was edited or corrupted; resume would run it")
 
 
 def _leftover(report: VerifyReport, item: Path, repair: bool) -> None:

@@ -258,7 +258,9 @@ class GcsController:
 
 
 class GcsSimServer:
-    """TCP server for a :class:`GcsController`, one daemon thread per client.
+    """TCP server for a :class:`GcsController`, one daemon thread per client, at most
+    ``max_clients`` at once (a connection beyond that is closed at once, as a controller with no
+    free socket would; counted in ``refused``).
 
     Faults (``world.faults``, device ``"hexapod"``): ``disconnected`` closes open connections and
     refuses new ones; ``reply_delay_s`` delays replies (wall clock, interruptible by close());
@@ -266,9 +268,14 @@ class GcsSimServer:
     """
 
     def __init__(
-        self, controller: GcsController, *, host: str = "127.0.0.1", port: int = 0
+        self, controller: GcsController, *, host: str = "127.0.0.1", port: int = 0,
+        max_clients: int = 8,
     ) -> None:
+        if max_clients < 1:
+            raise ValueError(f"max_clients must be >= 1, got {max_clients}")
         self.controller = controller
+        self.max_clients = int(max_clients)
+        self.refused = 0
         self._bind = (host, port)
         self._stop = threading.Event()
         self._listener: socket.socket | None = None
@@ -359,8 +366,12 @@ class GcsSimServer:
                 continue
             except OSError:
                 return
-            if self._down():
+            with self._clients_lock:
+                full = len(self._clients) >= self.max_clients
+            if self._down() or full:
                 conn.close()
+                if full:
+                    self.refused += 1
                 with self._accepted_cond:
                     self._accepted += 1
                     self._accepted_cond.notify_all()

@@ -9,6 +9,12 @@ request is sampled at once, the following ones every ``1 / rdt_rate_hz`` of (vir
 sent while the clock advances. Every advance emits at most ``max_records_per_advance`` records (the
 rest are dropped like packets lost in a full buffer; the sequence numbers show the gap).
 
+Abuse. Clients that start a stream and leave without stopping it are expired: at most
+``max_streams`` streams run at once (starting one more ends the one started longest ago), and on
+Linux a stream whose client port is gone (ICMP port unreachable, read from the socket's error
+queue) is ended at once. Records of all streams together are capped per clock advance, so the
+server keeps answering however many clients came and went.
+
 Not modelled: the Net F/T's web/TCP configuration interfaces, multi-unit framing (treated as
 real-time streaming), RDT buffered packing of several records per datagram (one record each), the
 threshold monitoring, and the device's internal filters.
@@ -16,7 +22,9 @@ threshold monitoring, and the device's internal filters.
 
 from __future__ import annotations
 
+import math
 import socket
+import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -50,7 +58,9 @@ class NetFtSimServer:
     counts_per_force, counts_per_torque : float
         Counts per N and per N m of the configuration (1e6 on a typical Net F/T setup).
     max_records_per_advance : int
-        Cap on records emitted per clock advance.
+        Cap on records emitted per clock advance, all streams together.
+    max_streams : int
+        Streams served at once; a new one beyond it ends the oldest (see the module docstring).
     """
 
     def __init__(
@@ -65,6 +75,7 @@ class NetFtSimServer:
         counts_per_torque: float = 1e6,
         internal_rate_hz: float = 7000.0,
         max_records_per_advance: int = 2000,
+        max_streams: int = 8,
     ) -> None:
         if rdt_rate_hz <= 0:
             raise ValueError(f"RDT rate must be > 0 Hz, got {rdt_rate_hz}")
@@ -75,6 +86,11 @@ class NetFtSimServer:
         self.counts_per_torque = float(counts_per_torque)
         self.internal_rate_hz = float(internal_rate_hz)
         self.max_records_per_advance = int(max_records_per_advance)
+        if max_streams < 1:
+            raise ValueError(f"max_streams must be >= 1, got {max_streams}")
+        self.max_streams = int(max_streams)
+        #: Streams ended because their client left (port unreachable) or a newer one evicted them.
+        self.streams_expired = 0
         self.requests_ignored = 0
         #: Valid requests received and records sent (wire statistics for benchmarks).
         self.requests_received = 0
@@ -106,6 +122,8 @@ class NetFtSimServer:
         try:
             sock.bind(self._bind)
             sock.settimeout(0.05)
+            if _IP_RECVERR is not None:  # report ICMP errors (a client port that is gone)
+                sock.setsockopt(socket.IPPROTO_IP, _IP_RECVERR, 1)
         except OSError:
             sock.close()
             raise
@@ -146,6 +164,9 @@ class NetFtSimServer:
                 data, addr = sock.recvfrom(2048)
             except TimeoutError:
                 continue
+            except ConnectionRefusedError:  # an ICMP error pending: a client went away
+                self._expire_unreachable()
+                continue
             except OSError:
                 return  # socket closed under us during close()
             self.handle_datagram(data, addr)
@@ -173,6 +194,10 @@ class NetFtSimServer:
                 pass  # no threshold monitoring is simulated
             else:
                 stream = _Stream(t_start_s=now, remaining=count if count > 0 else None)
+                self._streams.pop(addr, None)
+                while len(self._streams) >= self.max_streams:  # evict the oldest
+                    del self._streams[next(iter(self._streams))]
+                    self.streams_expired += 1
                 self._streams[addr] = stream
                 self._emit(addr, stream, now)
                 if stream.remaining == 0:
@@ -201,6 +226,9 @@ class NetFtSimServer:
         if sock is not None:
             try:
                 sock.sendto(payload, addr)
+            except ConnectionRefusedError:  # an earlier record hit a closed port
+                self._expire_unreachable()
+                return
             except OSError:
                 return  # client gone: UDP does not care
             self.records_sent += 1
@@ -215,17 +243,31 @@ class NetFtSimServer:
         ft_sequence = int(t_s * self.internal_rate_hz) & 0xFFFF_FFFF
         return rdt.RdtRecord(self._rdt_sequence + 1, ft_sequence, status, counts)
 
+    def _expire_unreachable(self) -> None:
+        """End the streams whose client port is gone (Linux error queue; lock taken here)."""
+        sock = self._sock
+        if sock is None or _MSG_ERRQUEUE is None:
+            return
+        with self._lock:
+            while True:
+                try:
+                    _, _, _, addr = sock.recvmsg(1, 1024, _MSG_ERRQUEUE | socket.MSG_DONTWAIT)
+                except OSError:
+                    return  # queue empty (or not supported)
+                if self._streams.pop(addr, None) is not None:
+                    self.streams_expired += 1
+
     def _on_advance(self, t_from_s: float, t_to_s: float) -> None:
         period = 1.0 / self.rdt_rate_hz
         with self._lock:
+            budget = self.max_records_per_advance
             for addr, stream in list(self._streams.items()):
                 # sample k is due at t_start + k * period; send those in (t_from, t_to]
-                k_last = int(np.floor((t_to_s - stream.t_start_s) / period + 1e-9))
-                emitted = 0
+                k_last = math.floor((t_to_s - stream.t_start_s) / period + 1e-9)
                 while stream.index <= k_last and stream.remaining != 0:
-                    if emitted < self.max_records_per_advance:
+                    if budget > 0:
                         self._emit(addr, stream, stream.t_start_s + stream.index * period)
-                        emitted += 1
+                        budget -= 1
                     else:  # lost in a full buffer; the sequence numbers still advance
                         stream.index += 1
                         self._rdt_sequence = (self._rdt_sequence + 1) & 0xFFFF_FFFF
@@ -233,3 +275,9 @@ class NetFtSimServer:
                             stream.remaining -= 1
                 if stream.remaining == 0:
                     self._streams.pop(addr, None)
+
+
+#: Linux socket options to read ICMP errors of an unconnected UDP socket (None elsewhere).
+_IP_RECVERR: int | None = getattr(socket, "IP_RECVERR", 11 if sys.platform == "linux" else None)
+_MSG_ERRQUEUE: int | None = getattr(socket, "MSG_ERRQUEUE",
+                                    0x2000 if sys.platform == "linux" else None)
