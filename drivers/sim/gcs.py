@@ -369,9 +369,9 @@ class GcsSimServer:
             with self._clients_lock:
                 full = len(self._clients) >= self.max_clients
             if self._down() or full:
-                conn.close()
                 if full:
                     self.refused += 1
+                conn.close()
                 with self._accepted_cond:
                     self._accepted += 1
                     self._accepted_cond.notify_all()
@@ -442,15 +442,15 @@ class GcsSimServer:
                 rest = None
             elif "hexapod" in faults.malformed_replies:
                 replies = ["X=\x00garbled\nY=?\n" for _ in replies]
+        with self._stats_lock:  # counted before the client can see the replies
+            self.commands_handled += commands
+            self.replies_sent += len(replies)
+            self.round_trips += 1 if replies else 0
         try:
             if replies and rest is not None:
                 conn.sendall("".join(replies).encode("cp1252", errors="replace"))
         except OSError:
             rest = None
-        with self._stats_lock:
-            self.commands_handled += commands
-            self.replies_sent += len(replies)
-            self.round_trips += 1 if replies else 0
         return rest
 
 

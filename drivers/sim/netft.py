@@ -115,6 +115,12 @@ class NetFtSimServer:
         host, port = self._sock.getsockname()[:2]
         return host, port
 
+    @property
+    def active_streams(self) -> int:
+        """Streams being served now."""
+        with self._lock:
+            return len(self._streams)
+
     def start(self) -> NetFtSimServer:
         if self._sock is not None:
             raise RuntimeError("Net F/T simulator already started")

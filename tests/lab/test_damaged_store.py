@@ -49,7 +49,8 @@ def _set_attr(relative: str, key: str, value: object) -> Callable[[Path], None]:
     return damage
 
 
-def _garble(relative: str, text: str = '{"zarr_format": 3, "node_type": ') -> Callable[[Path], None]:
+def _garble(relative: str,
+            text: str = '{"zarr_format": 3, "node_type": ') -> Callable[[Path], None]:
     def damage(store: Path) -> None:
         (store / relative / "zarr.json").write_text(text)
     return damage
