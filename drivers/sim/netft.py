@@ -268,8 +268,10 @@ class NetFtSimServer:
         with self._lock:
             budget = self.max_records_per_advance
             for addr, stream in list(self._streams.items()):
-                # sample k is due at t_start + k * period; send those in (t_from, t_to]
-                k_last = math.floor((t_to_s - stream.t_start_s) / period + 1e-9)
+                # sample k is due at t_start + k * period; send those in (t_from, t_to]. The
+                # tolerance (a millionth of a period, as the driver's) absorbs the round-off of
+                # a clock advanced by many small sleeps (1e-9 was lost after ~17 000 of 5 ms).
+                k_last = math.floor((t_to_s - stream.t_start_s) / period + _DUE_TOLERANCE)
                 while stream.index <= k_last and stream.remaining != 0:
                     if budget > 0:
                         self._emit(addr, stream, stream.t_start_s + stream.index * period)
@@ -282,6 +284,9 @@ class NetFtSimServer:
                 if stream.remaining == 0:
                     self._streams.pop(addr, None)
 
+
+#: A record counts as due within this share of a period before its time (float round-off).
+_DUE_TOLERANCE = 1e-6
 
 #: Linux socket options to read ICMP errors of an unconnected UDP socket (None elsewhere).
 _IP_RECVERR: int | None = getattr(socket, "IP_RECVERR", 11 if sys.platform == "linux" else None)
