@@ -6,7 +6,9 @@ on their wire protocols (GCS over TCP, RDT over UDP), and counts on the simulato
 crossed the wire: GCS request/reply round trips, GCS commands, RDT requests and RDT records. The
 reference, timed in the same run, is the simulated world alone: the same number of force and
 position evaluations without any wire, driver, guard or protocol; the ratio says what the links
-and the protocol cost on top of the physics.
+and the protocol cost on top of the physics. Wall time and process CPU time (all threads) are both
+reported: on a loaded machine the CPU time says how much work the links do, the wall time how
+long a user waits.
 
     PYTHONPATH=$PWD .venv/bin/python bench/indentation.py [--quick]
 
@@ -54,8 +56,9 @@ def _wire_counts(sim: Any) -> dict[str, int]:
             "rdt_requests": netft.requests_received, "rdt_records": netft.records_sent}
 
 
-def _session(path: Path, velocity_mm_s: float) -> tuple[float, int, dict[str, int]]:
-    """Wall time of the session, indentation samples stored, wire counts of the drive."""
+def _session(path: Path, velocity_mm_s: float) -> tuple[float, float, int, dict[str, int]]:
+    """Wall time and process CPU time (all threads: drivers, simulators, protocol) of the
+    session, indentation samples stored, wire counts of the drive."""
     holder: list[Any] = []
     before: dict[str, int] = {}
 
@@ -65,31 +68,32 @@ def _session(path: Path, velocity_mm_s: float) -> tuple[float, int, dict[str, in
         before.update(_wire_counts(devices.sim_lab))  # connection handshakes are not counted
         return devices
 
-    t = time.perf_counter()
+    t, cpu = time.perf_counter(), time.process_time()
     result = run_session(_config(velocity_mm_s), path, devices_factory=factory,
                          show_progress=False)
-    elapsed = time.perf_counter() - t
+    elapsed, cpu = time.perf_counter() - t, time.process_time() - cpu
     if result.status != "complete":
         raise RuntimeError(f"benchmark session ended {result.status}: {result.message}")
     after = _wire_counts(holder[0].sim_lab)
     samples = SessionStore.open(path).root[TABLE]["force_n"].shape[0]
-    return elapsed, int(samples), {k: after[k] - before[k] for k in after}
+    return elapsed, cpu, int(samples), {k: after[k] - before[k] for k in after}
 
 
-def _world_only(samples: int, rate_hz: float, velocity_mm_s: float) -> float:
-    """Reference: the simulated world's force and plate position, sampled ``samples`` times."""
+def _world_only(samples: int, rate_hz: float, velocity_mm_s: float) -> tuple[float, float]:
+    """Reference: the simulated world's force and plate position, sampled ``samples`` times
+    (wall and CPU seconds)."""
     clock = SimClock()
     world = SimWorld(clock, np.random.default_rng(0), blocks=[],
                      cylinder=CylinderPhantom("cyl-7.5-0", 7.5))
     try:
         world.hexapod_move({"X": 0.0, "Y": 0.0, "Z": -10.0, "U": 0.0, "V": 0.0, "W": 0.0},
                            velocity_mm_s=velocity_mm_s)
-        t = time.perf_counter()
+        t, cpu = time.perf_counter(), time.process_time()
         for _ in range(samples):
             clock.advance(1.0 / rate_hz)
             world.sensor_wrench("indenter_sensor")
             world.hexapod_position()
-        return time.perf_counter() - t
+        return time.perf_counter() - t, time.process_time() - cpu
     finally:
         world.close()
 
@@ -99,25 +103,27 @@ def main() -> None:
     velocity = 0.05 if args.quick else 0.01
     tmp = Path(tempfile.mkdtemp(prefix="bench-indentation-"))
     try:
-        elapsed, samples, wire = _session(tmp / "indentation.zarr", velocity)
+        elapsed, cpu, samples, wire = _session(tmp / "indentation.zarr", velocity)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    reference = _world_only(samples, 200.0, velocity)
+    reference, reference_cpu = _world_only(samples, 200.0, velocity)
     per_sample = {k: v / samples for k, v in wire.items()}
     round_trips = (wire["gcs_round_trips"] + wire["rdt_requests"]) / samples
     print(f"indentation of one cylinder: {samples} samples in {elapsed:.1f} s "
-          f"({elapsed / samples * 1e6:.0f} us per sample)")
+          f"({elapsed / samples * 1e6:.0f} us per sample), CPU {cpu:.1f} s")
     print(f"wire per sample: {round_trips:.3f} request/reply round trips "
           f"({per_sample['gcs_round_trips']:.3f} GCS, {per_sample['rdt_requests']:.3f} RDT "
           f"requests), {per_sample['gcs_commands']:.3f} GCS commands, "
           f"{per_sample['rdt_records']:.3f} RDT records")
-    print(f"reference (world only): {reference:.2f} s; session / reference = "
-          f"{elapsed / reference:.1f}")
+    print(f"reference (world only): {reference:.2f} s, CPU {reference_cpu:.2f} s; session / "
+          f"reference = {elapsed / reference:.1f} (wall), {cpu / reference_cpu:.1f} (CPU)")
     write_results("indentation", {
         "velocity_mm_s": velocity, "samples": samples, "session_s": elapsed,
-        "us_per_sample": elapsed / samples * 1e6, "round_trips_per_sample": round_trips,
+        "session_cpu_s": cpu, "us_per_sample": elapsed / samples * 1e6,
+        "round_trips_per_sample": round_trips,
         "wire_per_sample": per_sample, "wire_totals": wire, "reference_world_only_s": reference,
-        "ratio_to_reference": elapsed / reference,
+        "reference_world_only_cpu_s": reference_cpu, "ratio_to_reference": elapsed / reference,
+        "cpu_ratio_to_reference": cpu / reference_cpu,
     }, args.out)
 
 

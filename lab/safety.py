@@ -131,7 +131,11 @@ class ForceWatchdog:
         that failed) is restarted."""
         if getattr(self.__sensor, "streaming", False):
             self.__sensor.stop_streaming()
-        self.__sensor.start_streaming(rate_hz)
+        try:
+            self.__sensor.start_streaming(rate_hz)
+        except ValueError as exc:  # the rate does not divide the device's: one request a read
+            log.info("%s: not streaming at %s Hz (%s); reading one sample per request",
+                     self.name, rate_hz, exc)
 
     def stop_streaming(self) -> None:
         self.__sensor.stop_streaming()
@@ -347,6 +351,13 @@ class GuardedHexapod:
 
     def position(self) -> dict[str, float]:
         return self.__hexapod.position()
+
+    def record_position(self, axis: str = "z_mm", *, rate_hz: float) -> tuple[float, float]:
+        """Start the controller's data recorder on ``axis`` (read-only: nothing moves)."""
+        return self.__hexapod.record_position(axis, rate_hz=rate_hz)
+
+    def recorded_positions(self) -> list[float]:
+        return self.__hexapod.recorded_positions()
 
     def on_target(self) -> bool:
         return bool(self.__hexapod.on_target())

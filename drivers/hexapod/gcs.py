@@ -28,11 +28,13 @@ _ERR_STOPPED = 10
 
 @dataclass(frozen=True)
 class HexapodSpec:
-    """Limits of a hexapod model: travel per axis keyword (mm or deg) and velocity cap (mm/s)."""
+    """Limits of a hexapod model: travel per axis keyword (mm or deg), velocity cap (mm/s) and the
+    controller's servo cycle (s; the data recorder's rate counts in it)."""
 
     model: str
     travel: dict[str, tuple[float, float]]
     max_velocity_mm_s: float
+    servo_cycle_s: float = 1e-4
 
     def __post_init__(self) -> None:
         unknown = set(self.travel) - set(KEYWORD_AXES)
@@ -71,6 +73,26 @@ def parse_axis_reply(reply: str, *, device: str, command: str) -> dict[str, str]
     return values
 
 
+def parse_gcs_array(reply: str, *, device: str, command: str) -> list[float]:
+    """Values of a one-column GCS array reply (``# KEY = value`` header lines up to
+    ``# END_HEADER``, then one number per line); non-finite or non-numeric values refused."""
+    lines = [line.strip() for line in reply.splitlines()]
+    try:
+        body = lines[lines.index("# END_HEADER") + 1:]
+    except ValueError:
+        raise DeviceError(device, "GCS array without # END_HEADER", command=command,
+                          reply=reply[:200]) from None
+    try:
+        values = [float(line) for line in body if line]
+    except ValueError:
+        raise DeviceError(device, "non-numeric value in a GCS array", command=command,
+                          reply=reply[:200]) from None
+    if not all(math.isfinite(v) for v in values):
+        raise DeviceError(device, "non-finite value in a GCS array refused", command=command,
+                          reply=reply[:200])
+    return values
+
+
 @dataclass
 class GcsHexapod:
     """Hexapod role over a :class:`~drivers.hexapod.connection.GcsConnection`.
@@ -103,6 +125,7 @@ class GcsHexapod:
     _velocity_mm_s: float | None = field(default=None, init=False, repr=False)
     _motion_id: int = field(default=0, init=False, repr=False)
     _stopped_motion: int = field(default=-1, init=False, repr=False)
+    _recorded: int = field(default=0, init=False, repr=False)
 
     def __post_init__(self) -> None:
         limits = dict(self.spec.travel)
@@ -297,3 +320,49 @@ class GcsHexapod:
     def error(self) -> int:
         """The controller's last error code (``ERR?``; reading clears it)."""
         return self._link().read_error()
+
+    # ------------------------------------------------------------------ data recorder
+    def record_position(self, axis: str = "z_mm", *, rate_hz: float) -> tuple[float, float]:
+        """Record ``axis``'s actual position in the controller's data recorder (table 1:
+        ``RTR``, ``DRC 1 <axis> 2``) at least at ``rate_hz``; returns ``(t_start_s, period_s)``:
+        point ``k`` is the position at ``t_start_s + k * period_s`` on the clock.
+
+        Read the points with :meth:`recorded_positions`: one round trip per batch instead of a
+        ``POS?`` per sample. The period is a whole number of servo cycles.
+        """
+        if axis not in KEYWORD_AXES:
+            raise LimitError(self.name, f"unknown axis {axis!r}; use {list(KEYWORD_AXES)}")
+        check_finite(self.name, "rate_hz", rate_hz)
+        if not rate_hz > 0:
+            raise LimitError(self.name, f"record rate must be > 0 Hz, got {rate_hz}")
+        cycles = max(1, math.floor(1.0 / (rate_hz * self.spec.servo_cycle_s) + 1e-6))
+        link = self._link()
+        link.command(f"RTR {cycles}")
+        t_start = self.clock.now()
+        link.command(f"DRC 1 {KEYWORD_AXES[axis]} 2")
+        self._recorded = 0
+        return t_start, cycles * self.spec.servo_cycle_s
+
+    def recorded_positions(self) -> list[float]:
+        """The points recorded since the last call (mm or deg), oldest first (``DRL?``, then
+        ``DRR?`` when there are new ones)."""
+        link = self._link()
+        reply = link.query("DRL? 1")
+        table, _, count = reply.strip().partition("=")
+        try:
+            if table.strip() != "1":
+                raise ValueError(table)
+            total = int(count)
+        except ValueError:
+            raise DeviceError(self.name, "DRL? answer is not a count", command="DRL? 1",
+                              reply=reply) from None
+        new = total - self._recorded
+        if new <= 0:
+            return []
+        command = f"DRR? {self._recorded + 1} {new} 1"
+        values = parse_gcs_array(link.query(command), device=self.name, command=command)
+        if len(values) != new:
+            raise DeviceError(self.name, f"expected {new} recorded points, got {len(values)}",
+                              command=command)
+        self._recorded = total
+        return values

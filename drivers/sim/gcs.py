@@ -5,23 +5,36 @@ reply text out); :class:`GcsSimServer` serves it on TCP to any number of clients
 ``pipython`` (``GCSDevice`` over ``PISocket``) connects to it unchanged.
 
 What it models
-    Commands ``*IDN? CSV? ERR? SAI? POS? MOV? ONT? SVO SVO? FRF FRF? MOV MVR VLS VLS? HLT STP
-    NLM NLM? PLM PLM? TMN? TMX?`` and the single-character commands ``#5`` (motion status, hex
-    bit mask), ``#7`` (ready) and ``#24`` (stop all). Replies follow GCS conventions: one line per
-    axis as ``X=1.000000``, every line but the last ends with a space before the LF. Errors as
-    the controller sets them (``ERR?`` returns the last one and clears it): 1 syntax, 2 unknown
-    command, 5 move without reference or servo, 7 position out of limits, 10 stopped by command,
-    15 invalid axis, 17 parameter out of range. A faulty query gets no reply, only the error
-    code. Motion is a velocity-limited straight line in the shared world's virtual time.
+    Commands ``*IDN? CSV? ERR? SAI? POS? MOV? ONT? SVO SVO? FRF FRF? MOV MVR VLS VLS? HLT STP NLM
+    NLM? PLM PLM? TMN? TMX? RTR RTR? DRC DRC? DRL? DRR?`` and the single-character commands ``#5``
+    (motion status, hex bit mask), ``#7`` (ready) and ``#24`` (stop all). Replies follow GCS
+    conventions: one line per axis as ``X=1.000000``, every line but the last ends with a space
+    before the LF. Errors as the controller sets them (``ERR?`` returns the last one and clears it):
+    1 syntax, 2 unknown command, 5 move without reference or servo, 7 position out of limits, 10
+    stopped by command, 15 invalid axis, 17 parameter out of range. A faulty query gets no reply,
+    only the error code. Motion is a velocity-limited straight line in the shared world's virtual
+    time.
 
-Not modelled: the pivot point and coordinate systems (KSx), data recorder, macros, wave
-generator, joystick, the real controller's trajectory (acceleration and jerk).
+Data recorder (for batched position reads at 200 Hz): ``RTR n`` sets the record rate to one
+point every ``n`` servo cycles (``SERVO_CYCLE_S``); ``DRC t A 2`` configures record table ``t``
+to record the actual position of axis ``A`` and, in this simulator, (re)starts its recording at
+once (a C-887 waits for its ``DRT`` trigger, by default the next motion command); ``DRL? t``
+says how many points it holds; ``DRR? start n t`` reads ``n`` points from ``start`` (1-based) as
+a GCS array (``# ... = ...`` header lines, ``# END_HEADER``, one value per line). Points are taken
+on the virtual clock, at exact multiples of the record period after the start; a table holds at
+most ``RECORDER_POINTS`` points (then recording stops).
+
+Not modelled: the pivot point and coordinate systems (KSx), data-recorder triggers and sources
+other than the actual position, macros, wave generator, joystick, the real controller's
+trajectory (acceleration and jerk).
 """
 
 from __future__ import annotations
 
+import math
 import socket
 import threading
+from collections.abc import Callable
 
 from drivers.sim.plate import HEXAPOD_AXES
 from drivers.sim.world import SimWorld
@@ -40,6 +53,11 @@ H820_TRAVEL = {
     "U": (-15.0, 15.0), "V": (-15.0, 15.0), "W": (-30.0, 30.0),
 }
 H820_MAX_VELOCITY_MM_S = 20.0
+#: Servo cycle of the simulated controller, seconds (the record rate counts in it).
+SERVO_CYCLE_S = 1e-4
+#: Points per record table.
+RECORDER_POINTS = 1 << 20
+_RECORD_TABLES = range(1, 9)
 IDN = "(c)2024 Physik Instrumente (PI) GmbH & Co. KG, C-887.52, SIM0000001, 2.1.0.0"
 MAX_LINE_BYTES = 4096
 
@@ -59,6 +77,20 @@ class _GcsError(Exception):
     def __init__(self, code: int) -> None:
         super().__init__(code)
         self.code = code
+
+
+class _RecordTable:
+    """One data-recorder table: the axis it records and the points taken so far."""
+
+    def __init__(self, axis: str, t_start_s: float, period_s: float) -> None:
+        self.axis = axis
+        self.t_start_s = t_start_s
+        self.period_s = period_s
+        self.values: list[float] = []
+
+    def due_until(self, t_s: float) -> int:
+        """Number of points due by ``t_s`` (round-off tolerant)."""
+        return min(RECORDER_POINTS, math.floor((t_s - self.t_start_s) / self.period_s + 1e-6) + 1)
 
 
 class GcsController:
@@ -96,6 +128,24 @@ class GcsController:
         self._reference_done_s: float | None = None
         self._error = 0
         self._lock = threading.RLock()
+        self.record_rate_cycles = 1
+        self._tables: dict[int, _RecordTable] = {}
+        self._remove_listener: Callable[[], None] | None = world.clock.on_advance(self._record)
+
+    def close(self) -> None:
+        """Stop recording (unhook from the clock); idempotent."""
+        remove, self._remove_listener = self._remove_listener, None
+        if remove is not None:
+            remove()
+
+    def _record(self, t_from_s: float, t_to_s: float) -> None:
+        """Take the recorder points due in (t_from, t_to]: the plate moves on one segment
+        during an advance, so its position at those past instants is exact."""
+        with self._lock:
+            for table in self._tables.values():
+                for k in range(len(table.values), table.due_until(t_to_s)):
+                    t = table.t_start_s + k * table.period_s
+                    table.values.append(self.world.hexapod_position(t)[table.axis])
 
     # ------------------------------------------------------------------ helpers
     @property
@@ -182,6 +232,8 @@ class GcsController:
             else:
                 values = {a: _fmt(self.travel[a][1]) for a in axes}
             return self._per_axis(axes, values)
+        if cmd in ("RTR", "RTR?", "DRC", "DRC?", "DRL?", "DRR?"):
+            return self._recorder(cmd, args)
         if cmd == "VLS?":
             if args:
                 raise _GcsError(ERR_SYNTAX)
@@ -242,6 +294,44 @@ class GcsController:
                 (self.soft_min if cmd == "NLM" else self.soft_max)[axis] = value
             return None
         raise _GcsError(ERR_UNKNOWN_COMMAND)
+
+    def _recorder(self, cmd: str, args: list[str]) -> str | None:
+        world = self.world
+        if cmd == "RTR?":
+            return f"{self.record_rate_cycles}\n"
+        ints = _ints(args) if cmd != "DRC" else _ints(args[:1]) + _ints(args[2:])
+        if cmd == "RTR":
+            if len(ints) != 1 or ints[0] < 1:
+                raise _GcsError(ERR_PARAM_OUT_OF_RANGE)
+            self.record_rate_cycles = ints[0]
+            return None
+        if cmd == "DRC":
+            if len(args) != 3 or ints[0] not in _RECORD_TABLES or args[1].upper() not in \
+                    HEXAPOD_AXES or ints[1] != 2:
+                raise _GcsError(ERR_PARAM_OUT_OF_RANGE)
+            self._tables[ints[0]] = _RecordTable(
+                args[1].upper(), world.clock.now(), self.record_rate_cycles * SERVO_CYCLE_S)
+            self._record(world.clock.now(), world.clock.now())  # the first point, at once
+            return None
+        if cmd == "DRC?":
+            return format_reply([f"{t}={rec.axis} 2" for t, rec in sorted(self._tables.items())]
+                                or ["0"])
+        table = self._tables.get(ints[-1]) if ints else None
+        if table is None:
+            raise _GcsError(ERR_PARAM_OUT_OF_RANGE)
+        if cmd == "DRL?":
+            if len(ints) != 1:
+                raise _GcsError(ERR_SYNTAX)
+            return f"{ints[0]}={len(table.values)}\n"
+        if len(ints) != 3 or ints[0] < 1 or ints[1] < 1 or ints[0] + ints[1] - 1 > len(
+                table.values):
+            raise _GcsError(ERR_PARAM_OUT_OF_RANGE)
+        start, count = ints[0], ints[1]
+        header = ["# TYPE = 1", "# SEPARATOR = 32", "# DIM = 1",
+                  f"# SAMPLE_TIME = {table.period_s:.6f}", f"# NDATA = {count}",
+                  f"# NAME0 = Actual position of axis {table.axis}", "# END_HEADER"]
+        values = table.values[start - 1:start - 1 + count]
+        return format_reply(header + [_fmt(v) for v in values])
 
     def _single_char(self, code: int) -> str | None:
         if code == 5:  # motion status: bit i set while axis i moves
@@ -319,6 +409,7 @@ class GcsSimServer:
     def close(self) -> None:
         """Stop accepting, close every client connection and join all threads (idempotent)."""
         self._stop.set()
+        self.controller.close()
         if self._accept_thread is not None:
             self._accept_thread.join(timeout=5.0)
             self._accept_thread = None
@@ -452,6 +543,13 @@ class GcsSimServer:
         except OSError:
             rest = None
         return rest
+
+
+def _ints(tokens: list[str]) -> list[int]:
+    try:
+        return [int(t) for t in tokens]
+    except ValueError:
+        raise _GcsError(ERR_SYNTAX) from None
 
 
 def _shutdown(conn: socket.socket) -> None:

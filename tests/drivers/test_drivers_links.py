@@ -373,3 +373,50 @@ def test_a_record_due_within_clock_round_off_is_sent():
     finally:
         server.close()
         world.close()
+
+
+# -- data recorder: batched position reads ---------------------------------------------------------
+def test_recorded_positions_are_the_plate_positions_at_the_record_times(gcs_sim):
+    world, server = gcs_sim
+    with GcsHexapod(lambda: SocketGcsConnection(*server.address), world.clock) as hexapod:
+        hexapod.servo(True)
+        hexapod.reference().wait(10.0)
+        hexapod.set_velocity(0.5)
+        hexapod.move_to(z_mm=-1.0)
+        t0, period = hexapod.record_position("z_mm", rate_hz=200.0)
+        assert period == pytest.approx(0.005)
+        expected = [world.hexapod_position(t0)["Z"]]
+        for _ in range(30):
+            world.clock.sleep(0.005)
+            expected.append(world.hexapod_position()["Z"])
+        round_trips = server.round_trips
+        points = hexapod.recorded_positions()
+        assert server.round_trips - round_trips == 2  # DRL? and DRR?, however many points
+        assert points == pytest.approx(expected, abs=1e-6)
+        assert points[-1] < points[0]  # the plate moved while recording
+        assert hexapod.recorded_positions() == []  # nothing new
+        world.clock.sleep(0.005)
+        assert len(hexapod.recorded_positions()) == 1
+
+
+def test_recorder_refuses_reads_beyond_what_it_holds(gcs_sim):
+    _, server = gcs_sim
+    conn = SocketGcsConnection(*server.address, timeout_s=0.3)
+    try:
+        conn.command("DRC 1 Z 2")
+        assert conn.query("DRL? 1").strip() == "1=1"
+        with pytest.raises(GcsControllerError) as info:
+            conn.query("DRR? 1 5 1")
+        assert info.value.code == 17
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "abc"])
+def test_gcs_array_with_bad_values_is_refused(value):
+    from drivers.hexapod.gcs import parse_gcs_array
+
+    reply = f"# NDATA = 2 \n# END_HEADER \n0.1 \n{value}\n"
+    with pytest.raises(DeviceError, match=r"non-finite|non-numeric"):
+        parse_gcs_array(reply, device="hexapod", command="DRR? 1 2 1")
+    assert parse_gcs_array("# END_HEADER \n0.1 \n-0.2\n", device="h", command="c") == [0.1, -0.2]
