@@ -7,11 +7,14 @@ import socket
 import threading
 from collections.abc import Iterator, Sequence
 
+import numpy as np
 from pipython import GCSDevice
 from pipython.pidevice.interfaces.pigateway import PIGateway
 
 from drivers.hexapod.connection import PipythonGcsConnection
 from drivers.hexapod.gcs import GcsHexapod, HexapodSpec
+from drivers.sim.gcs import GcsController, GcsSimServer
+from drivers.sim.world import SimWorld
 from lab.clock import SimClock
 
 #: What pipython's GCSDevice sends when it is handed a connected gateway, then our connect().
@@ -109,6 +112,18 @@ def expected_gcs(
     finally:
         hexapod.close()
         gateway.assert_all_used()
+
+
+@contextlib.contextmanager
+def running_gcs_sim(seed: int = 1) -> Iterator[tuple[SimWorld, GcsSimServer]]:
+    """A GCS simulator on loopback with its own world; closed afterwards."""
+    world = SimWorld(SimClock(), np.random.default_rng(seed))
+    server = GcsSimServer(GcsController(world)).start()
+    try:
+        yield world, server
+    finally:
+        server.close()
+        world.close()
 
 
 @contextlib.contextmanager

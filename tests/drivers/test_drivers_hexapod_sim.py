@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import socket
+from collections.abc import Iterator
 
-import numpy as np
 import pytest
+from drivers_testkit import running_gcs_sim
 from pipython import GCSDevice, GCSError
 
 from drivers.base import DeviceError, DeviceTimeoutError, LimitError
@@ -17,21 +18,14 @@ from drivers.hexapod.connection import (
     _OnceClosingSocket,
 )
 from drivers.hexapod.gcs import GcsHexapod
-from drivers.sim.gcs import GcsController, GcsSimServer
+from drivers.sim.gcs import GcsSimServer
 from drivers.sim.world import SimWorld
-from lab.clock import SimClock
 
 
 @pytest.fixture
-def gcs_sim():
-    clock = SimClock()
-    world = SimWorld(clock, np.random.default_rng(1))
-    server = GcsSimServer(GcsController(world)).start()
-    try:
-        yield world, server
-    finally:
-        server.close()
-        world.close()
+def gcs_sim() -> Iterator[tuple[SimWorld, GcsSimServer]]:
+    with running_gcs_sim() as sim:
+        yield sim
 
 
 def test_pipython_gcsdevice_works_unchanged(gcs_sim):

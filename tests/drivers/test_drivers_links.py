@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 import pytest
-from drivers_testkit import expected_gcs
+from drivers_testkit import expected_gcs, running_gcs_sim
 
 from drivers.base import DeviceError, DeviceTimeoutError
 from drivers.force import rdt
@@ -26,7 +26,7 @@ from drivers.hexapod.connection import (
 )
 from drivers.hexapod.gcs import H820, GcsHexapod
 from drivers.robot.ur import UrRtdeRobot
-from drivers.sim.gcs import IDN, GcsController, GcsSimServer
+from drivers.sim.gcs import IDN, GcsSimServer
 from drivers.sim.lab import SIM_LINK_TIMEOUT_S, build_sim_lab
 from drivers.sim.netft import NetFtSimServer
 from drivers.sim.rtde import SimRtdeControl, SimRtdeReceive
@@ -42,13 +42,8 @@ CONNECTORS: dict[str, Callable[[str, int, float], object]] = {
 
 @pytest.fixture
 def gcs_sim() -> Iterator[tuple[SimWorld, GcsSimServer]]:
-    world = SimWorld(SimClock(), np.random.default_rng(1))
-    server = GcsSimServer(GcsController(world)).start()
-    try:
-        yield world, server
-    finally:
-        server.close()
-        world.close()
+    with running_gcs_sim() as sim:
+        yield sim
 
 
 class ScriptedController:
