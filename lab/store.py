@@ -22,6 +22,7 @@ import datetime as dt
 import json
 import logging
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -363,13 +364,15 @@ def _check_structure(path: Path, root: zarr.Group) -> None:
 
     def walk(group: zarr.Group, where: str) -> None:
         try:
-            members = list(group.members())
+            with warnings.catch_warnings():  # plain files (logs, the runner lock) are expected
+                warnings.filterwarnings("ignore", message=".*not recognized as a component")
+                members = list(group.members())
         except Exception as exc:  # JSON, OSError (ELOOP, EACCES), zarr metadata errors
             raise _damaged(path, where or "/", f"metadata of a member cannot be read "
                                                f"({type(exc).__name__}: {exc})") from exc
         arrays = {name for name, member in members if isinstance(member, zarr.Array)}
         for name, member in members:
-            if isinstance(member, zarr.Group):
+            if isinstance(member, zarr.Group) and not (where == "" and name == LOG_DIR):
                 attrs = member.attrs.asdict()
                 if "row_dim" in attrs:
                     _check_table_attrs(path, f"{where}{name}", attrs)
