@@ -121,6 +121,7 @@ def run_unit(unit: Unit, devices: GuardedDevices, store: SessionStore, *,
     hexapod.move_to(z_mm=start_z).wait(MOTION_TIMEOUT_S)
     period = 1.0 / p["sample_rate_hz"]
     clock.sleep(period)
+    sensor.stop_streaming()  # a stream left by a failed attempt: bias and tare on requests
     sensor.bias()
     air: list[float] = []
     for _ in range(TARE_SAMPLES):

@@ -415,3 +415,24 @@ def test_gcs_array_with_bad_values_is_refused(value):
     with pytest.raises(DeviceError, match=r"non-finite|non-numeric"):
         parse_gcs_array(reply, device="hexapod", command="DRR? 1 2 1")
     assert parse_gcs_array("# END_HEADER \n0.1 \n-0.2\n", device="h", command="c") == [0.1, -0.2]
+
+
+def test_indentation_positions_from_the_recorder_are_the_plate_travel_at_each_sample(tmp_path):
+    """The drive reads the plate's z in batches from the data recorder: each stored position must
+    be the travel at that sample's own time (the plate moves at the set velocity from the start
+    of the drive), not one sample or one batch off."""
+    from lab.session import run_session
+    from lab.store import SessionStore
+    from protocols.testing import tiny_config
+
+    config = tiny_config(protocols=("indentation",))
+    result = run_session(config, tmp_path / "s.zarr", show_progress=False)
+    assert result.status == "complete", result.message
+    table = SessionStore.open(tmp_path / "s.zarr").table("indentation")
+    time_s, position_mm = table.read("time_s"), table.read("position_mm")
+    run = table.read("run")
+    velocity = config.protocols[0].velocity_mm_s
+    first = run == run[0]
+    expected = velocity * time_s[first]
+    assert np.max(np.abs(position_mm[first] - expected)) < 1e-5  # one sample is 2e-3 mm
+    assert len(time_s[first]) > 100
