@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import select
 import socket
 import threading
@@ -83,6 +84,7 @@ class NetFtSensor:
         self._stream_period_s = 0.0
         self._stream: _StreamState | None = None
         self._receive_lock = threading.Lock()
+        self._reader_took_s = -math.inf  # real time a reader last took records itself
         self._callback_error: BaseException | None = None
 
     # ------------------------------------------------------------------ lifecycle
@@ -203,8 +205,11 @@ class NetFtSensor:
 
         Records are taken off the socket by a receiving thread, and also by :meth:`read` and
         :meth:`receive_pending` in the caller's thread, whichever comes first (one at a time, in
-        order). ``callback`` runs in whichever thread took the record; it must be quick and must
-        not raise (an exception is kept and raised by :meth:`stop_streaming`).
+        order). While a reader calls :meth:`read` at least every ``_READER_GRACE_S`` of real
+        time, the receiving thread leaves the socket to it (no wake-up per record); when reads
+        stop, it takes over within that time. ``callback`` runs in whichever thread took the
+        record; it must be quick and must not raise (an exception is kept and raised by
+        :meth:`stop_streaming`).
         """
         if self._stream_thread is not None:
             raise DeviceError(self.name, "already streaming")
@@ -265,6 +270,7 @@ class NetFtSensor:
     def _latest_streamed(self) -> Wrench:
         # the newest sample due: sampled less than one period before now (waits for it if needed)
         horizon = self.clock.now() - self._stream_period_s * (1.0 - 1e-6)
+        self._reader_took_s = _monotonic()
         self.receive_pending()
         if not self._buffer.wait_for(lambda w: w is not None and w.t_s > horizon, self.timeout_s):
             raise DeviceTimeoutError(
@@ -297,6 +303,10 @@ class NetFtSensor:
     def _receive(self, sock: socket.socket) -> None:
         """Receiving thread: wait for records and take them into the stream until stopped."""
         while not self._stream_stop.is_set():
+            idle_s = _monotonic() - self._reader_took_s
+            if idle_s < _READER_GRACE_S:  # a reader takes the records itself: stay out of its way
+                self._stream_stop.wait(_READER_GRACE_S - idle_s)
+                continue
             try:
                 ready, _, _ = select.select([sock], [], [], 0.05)
             except (OSError, ValueError):
@@ -344,6 +354,10 @@ class _StreamState:
     t_first: float
     first_seq: int | None = None
     last_seq: int | None = None
+
+
+#: Real time after a reader's last read during which the receiving thread leaves it the socket.
+_READER_GRACE_S = 0.01
 
 
 def _monotonic() -> float:
