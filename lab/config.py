@@ -119,14 +119,15 @@ def _matching(pattern: str, what: str) -> Callable[[str], str]:
 
     def check(value: str) -> str:
         if not compiled.fullmatch(value) or ".." in value:
-            raise ValueError(f"not a valid {what}: allowed {pattern!r} (no '..', no spaces or "
+            raise ValueError(f"not a valid {what}; allowed: {pattern} (no '..', spaces or "
                              "control characters)")
         return value
 
     return check
 
 
-SafeId = Annotated[str, AfterValidator(_matching(SAFE_ID_PATTERN, "id"))]
+SafeId = Annotated[str, AfterValidator(_matching(
+    SAFE_ID_PATTERN, "id (1-64 letters, digits, '_', '.', '-', starting with a letter or digit)"))]
 Host = Annotated[str, AfterValidator(_matching(_HOST_PATTERN, "host name or IP address"))]
 SerialPort = Annotated[str, AfterValidator(_matching(_SERIAL_PORT_PATTERN, "serial port"))]
 Seed = Annotated[int, Field(ge=0, le=SEED_MAX)]
@@ -785,9 +786,12 @@ def _format_validation_error(source: str, error: ValidationError) -> str:
             continue
         elif err["type"] == "finite_number":
             msg = "not a finite number; allowed: finite values only (no inf or nan)"
-        elif err["type"] == "value_error":
-            lines.append(f"  - {key}: {msg.removeprefix('Value error, ')}")
+        elif err["type"] == "value_error" and isinstance(value, dict):  # a model's own check
+            where = "" if not loc else f"{key}: "
+            lines.append(f"  - {where}{msg.removeprefix('Value error, ')}")
             continue
+        elif err["type"] == "value_error":
+            msg = msg.removeprefix("Value error, ")
         lines.append(f"  - {key} = {shown}: {msg}")
     return "\n".join(lines)
 
