@@ -459,7 +459,8 @@ class IndentationConfig(_Model):
     approach_gap_mm: float = Field(1.0, gt=0.0, le=25.0,
                                    description="start this far above the cylinder (mm, <= 25)")
     force_stop_n: float = Field(
-        1.95, gt=0.0, le=max(NANO17.force_range_n), description="end the run at this force; must stay below "
+        1.95, gt=0.0, le=max(NANO17.force_range_n),
+        description="end the run at this force (N); must stay below "
         "safety.indentation_force_limit_n, where the guard trips and halts the hexapod"
     )
     start_z_mm: float = Field(0.0, ge=-25.0, le=25.0,
