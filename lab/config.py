@@ -41,7 +41,7 @@ import tomllib
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import numpy as np
 from pydantic import (
@@ -300,15 +300,19 @@ UltrasoundConfig = Annotated[
     Discriminator(_backend_tag),
 ]
 
+def _backend_models(union: Any) -> dict[str, type[_Model]]:
+    """``{backend: model}`` of an instrument union above."""
+    members = get_args(get_args(union)[0])
+    return {get_args(m)[1].tag: get_args(m)[0] for m in members}
+
+
 #: The instrument sections of ``[lab]`` and the models their ``backend`` selects.
 INSTRUMENT_MODELS: dict[str, dict[str, type[_Model]]] = {
-    "robot": {"sim": SimRobotConfig, "ur_rtde": UrRtdeRobotConfig},
-    "hexapod": {"sim": SimHexapodConfig, "gcs": GcsHexapodConfig},
-    "probe_force_sensor": {"sim": SimForceSensorConfig, "netft": NetFtSensorConfig,
-                           "serial": SerialFtSensorConfig},
-    "indenter_force_sensor": {"sim": SimForceSensorConfig, "netft": NetFtSensorConfig,
-                              "serial": SerialFtSensorConfig},
-    "ultrasound": {"sim": SimUltrasoundConfig, "cicada": CicadaUltrasoundConfig},
+    "robot": _backend_models(RobotConfig),
+    "hexapod": _backend_models(HexapodConfig),
+    "probe_force_sensor": _backend_models(ForceSensorConfig),
+    "indenter_force_sensor": _backend_models(ForceSensorConfig),
+    "ultrasound": _backend_models(UltrasoundConfig),
 }
 
 

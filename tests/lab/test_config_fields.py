@@ -271,6 +271,10 @@ def test_every_config_field_is_read_outside_the_config_module() -> None:
     assert not stale, f"NOT_FOLLOWED entries now seen by the analysis (remove them): {stale}"
 
 
+def read_names(src: str) -> set[tuple[str, str]]:
+    return {(m.__name__, f) for m, f in config_reads({"snippet.py": src})}
+
+
 def test_the_analysis_tells_apart_fields_of_the_same_name() -> None:
     """``.timeout_s`` of the hexapod section does not count as the robot's (the old bug)."""
     src = ("from lab.config import SessionConfig\n"
@@ -278,7 +282,7 @@ def test_the_analysis_tells_apart_fields_of_the_same_name() -> None:
            "    hx = config.lab.hexapod\n"
            "    other.timeout_s\n"
            "    return hx.timeout_s\n")
-    reads = {(m.__name__, f) for m, f in config_reads({"x.py": src})}
+    reads = read_names(src)
     assert ("GcsHexapodConfig", "timeout_s") in reads
     assert ("LabConfig", "hexapod") in reads
     assert not any(m.endswith("RobotConfig") for m, _ in reads)
@@ -288,7 +292,7 @@ def test_the_analysis_tells_apart_fields_of_the_same_name() -> None:
                 "        self.config = config\n"
                 "    def run(self):\n"
                 "        return [p.speckle_seed for p in self.config.phantoms]\n")
-    reads = {(m.__name__, f) for m, f in config_reads({"y.py": src_loop})}
+    reads = read_names(src_loop)
     assert ("BlockConfig", "speckle_seed") in reads
     assert ("CylinderConfig", "speckle_seed") not in reads
 
