@@ -95,6 +95,10 @@ ROBOT_ACCELERATION_LIMIT_M_S2 = 2.0
 FORCE_RATE_MAX_HZ = 7000.0
 #: Elements of the linear probe (push elements are 0-based indices into it).
 PROBE_ELEMENTS = 128
+#: Elements of a push sub-aperture (``PushSequence`` default); its centre keeps it on the array.
+PUSH_APERTURE_ELEMENTS = 11
+_PUSH_CENTRE_MIN = PUSH_APERTURE_ELEMENTS // 2
+_PUSH_CENTRE_MAX = PROBE_ELEMENTS - 1 - PUSH_APERTURE_ELEMENTS // 2
 #: Most units one session may plan: keeps planning, the dry run and the plan check fast (the
 #: paper's acquisition is a few hundred units).
 MAX_PLAN_UNITS = 10_000
@@ -482,10 +486,11 @@ class SweiConfig(_Model):
                                description="block phantom ids, in order (1-200)")
     positions_per_block: int = Field(80, ge=1, le=1000,
                                      description="random probe positions per block (1-1000)")
-    push_elements: tuple[Annotated[int, Field(ge=0, lt=PROBE_ELEMENTS)], ...] = Field(
+    push_elements: tuple[Annotated[int, Field(ge=_PUSH_CENTRE_MIN, le=_PUSH_CENTRE_MAX)],
+                         ...] = Field(
         (24, 36, 48, 64, 80, 92, 104), min_length=1, max_length=16,
-        description="push centre elements (0-based, < 128; 1-16 of them, distinct), 7 in the "
-        "paper")
+        description="push centre elements (0-based, 5-122 so the 11-element push aperture stays "
+        "on the 128-element array; 1-16 of them, distinct), 7 in the paper")
     frames: int = Field(35, ge=2, le=500, description="plane-wave frames per push (2-500)")
     prf_hz: float = Field(7000.0, ge=100.0, le=20000.0,
                           description="plane-wave frame rate (Hz, 100-20000)")

@@ -158,3 +158,22 @@ def test_the_largest_accepted_plan_takes_bounded_work() -> None:
     bigger["protocols"][0]["positions_per_block"] = 1001
     with pytest.raises(ConfigError, match="positions_per_block = 1001"):
         parse_config(bigger)
+
+
+def test_hardware_ranges_match_the_drivers() -> None:
+    """The config's copies of driver figures (kept here so config validation does not import
+    the GCS client stack) agree with the drivers."""
+    from drivers.hexapod.base import AXIS_KEYWORDS
+    from drivers.hexapod.gcs import H820
+    from drivers.ultrasound.sequences import ProbeModel, PushSequence
+    from lab.config import (
+        H820_TRAVEL,
+        H820_VELOCITY_MAX_MM_S,
+        PROBE_ELEMENTS,
+        PUSH_APERTURE_ELEMENTS,
+    )
+
+    assert {AXIS_KEYWORDS[a]: r for a, r in H820_TRAVEL.items()} == H820.travel
+    assert H820_VELOCITY_MAX_MM_S == H820.max_velocity_mm_s
+    assert PROBE_ELEMENTS == ProbeModel().n_elements
+    assert PUSH_APERTURE_ELEMENTS == PushSequence().aperture_elements

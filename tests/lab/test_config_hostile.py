@@ -113,6 +113,8 @@ HOSTILE: list[tuple[str, dict[str, Any], str, str]] = [
      "protocols[0].sample_rate_hz", "500.0"),
     ("push element outside the probe", {"protocols.1.push_elements": [48, 200]},
      "protocols.1.swei.push_elements.1", "200"),
+    ("push aperture off the array", {"protocols.1.push_elements": [2, 48]},
+     "protocols.1.swei.push_elements.0", "2"),
     ("SWEI sequence too large", {"protocols.1.frames": 500, "protocols.1.depth_px": 4096,
                                  "protocols.1.lateral_px": 4096},
      "protocols.1.swei", "500 x 4096 x 4096"),
