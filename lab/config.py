@@ -55,9 +55,11 @@ from pydantic import (
     model_validator,
 )
 
-from drivers.force.spec import NANO17, NANO43, SensorSpec
-from drivers.sim.contact import flat_punch_stiffness_n_per_mm
-from drivers.sim.phantom import GELATIN_YOUNGS_MODULUS_KPA, youngs_modulus_kpa
+from lab.gelatin import (
+    GELATIN_YOUNGS_MODULUS_KPA,
+    flat_punch_stiffness_n_per_mm,
+    youngs_modulus_kpa,
+)
 
 log = logging.getLogger(__name__)
 
@@ -71,8 +73,14 @@ class _Model(BaseModel):
 
 
 # -- hardware ranges and derived bounds ------------------------------------------------------------
-#: Force/torque transducers a config may name, by ``model``.
-SENSOR_SPECS: dict[str, SensorSpec] = {"nano17": NANO17, "nano43": NANO43}
+# Datasheet figures of the instruments a config may name. They are copies of the drivers' specs
+# (drivers/force/spec.py, drivers/hexapod/gcs.py, drivers/ultrasound/sequences.py) because the
+# config is a foundation and imports no driver; tests/lab/test_config_backends.py checks that
+# they agree.
+#: Fz sensing range (N) of each force/torque transducer a config may name, by ``model``.
+SENSOR_FZ_RANGE_N: dict[str, float] = {"nano17": 17.0, "nano43": 9.0}
+#: Largest force any configured sensor can read (N).
+FORCE_RANGE_MAX_N = max(SENSOR_FZ_RANGE_N.values())
 #: PI H-820 travel per GCS axis (mm for X Y Z, deg for U V W); see ``drivers.hexapod.gcs.H820``.
 H820_TRAVEL: dict[str, tuple[float, float]] = {
     "X": (-50.0, 50.0), "Y": (-50.0, 50.0), "Z": (-25.0, 25.0),
@@ -137,7 +145,7 @@ SerialPort = Annotated[str, AfterValidator(_matching(_SERIAL_PORT_PATTERN, "seri
 Seed = Annotated[int, Field(ge=0, le=SEED_MAX)]
 Port = Annotated[int, Field(ge=1, le=65535)]
 LinkTimeout = Annotated[float, Field(ge=0.01, le=120.0)]
-ForceLimit = Annotated[float, Field(ge=0.05, le=max(NANO17.force_range_n))]
+ForceLimit = Annotated[float, Field(ge=0.05, le=FORCE_RANGE_MAX_N)]
 
 GelatinPercent = Annotated[
     float,
@@ -461,13 +469,13 @@ class IndentationConfig(_Model):
                                   description="force/position samples per second (Hz, at most "
                                   "the indenter sensor's rate_hz)")
     max_strain: float = Field(0.07, gt=0, lt=0.5, description="stop at this engineering strain")
-    contact_force_n: float = Field(0.005, gt=0.0, le=max(NANO17.force_range_n),
+    contact_force_n: float = Field(0.005, gt=0.0, le=FORCE_RANGE_MAX_N,
                                    description="force that marks first contact (N); below "
                                    "safety.indentation_force_limit_n (plan check)")
     approach_gap_mm: float = Field(1.0, gt=0.0, le=25.0,
                                    description="start this far above the cylinder (mm, <= 25)")
     force_stop_n: float = Field(
-        1.95, gt=0.0, le=max(NANO17.force_range_n),
+        1.95, gt=0.0, le=FORCE_RANGE_MAX_N,
         description="end the run at this force (N); must stay below "
         "safety.indentation_force_limit_n, where the guard trips and halts the hexapod"
     )
@@ -494,7 +502,7 @@ class SweiConfig(_Model):
     frames: int = Field(35, ge=2, le=500, description="plane-wave frames per push (2-500)")
     prf_hz: float = Field(7000.0, ge=100.0, le=20000.0,
                           description="plane-wave frame rate (Hz, 100-20000)")
-    contact_force_n: float = Field(0.2, gt=0.0, le=max(NANO17.force_range_n),
+    contact_force_n: float = Field(0.2, gt=0.0, le=FORCE_RANGE_MAX_N,
                                    description="probe contact force set-point (N); below the "
                                    "probe force limit (plan check)")
     depth_px: int = Field(250, ge=8, le=4096, description="IQ pixels in depth (20 mm FOV)")
@@ -525,7 +533,7 @@ class CompressionConfig(_Model):
         description="applied strains, first = pre (>= 0, strictly increasing, 2-100 steps, "
         "at most 0.1)"
     )
-    contact_force_n: float = Field(0.2, gt=0.0, le=max(NANO17.force_range_n),
+    contact_force_n: float = Field(0.2, gt=0.0, le=FORCE_RANGE_MAX_N,
                                    description="probe contact force set-point (N); below the "
                                    "probe force limit (plan check)")
     depth_samples: int = Field(2000, ge=64, le=16384, description="RF samples in depth (40 MHz)")
@@ -606,7 +614,7 @@ def _sensor_range_problems(config: SessionConfig) -> list[str]:
     problems = []
     for key, sensor_key in checks:
         model = getattr(lab, sensor_key).model
-        range_n = SENSOR_SPECS[model].force_range_n[2]
+        range_n = SENSOR_FZ_RANGE_N[model]
         value = getattr(safety, key)
         if not value < range_n:
             problems.append(f"safety.{key} = {value} N: at or above the Fz range of "

@@ -26,12 +26,20 @@ from typing import Any, Protocol
 import numpy as np
 
 from drivers.base import DeviceError, ProtectiveStopError
+from drivers.force.netft import NetFtSensor
+from drivers.force.serial_ft import SerialFtSensor
+from drivers.force.spec import NANO17, NANO43
+from drivers.hexapod.connection import PipythonGcsConnection, PyvisaGcsConnection
+from drivers.hexapod.gcs import GcsHexapod
 from drivers.robot.base import RobotLimits
+from drivers.robot.ur import UrRtdeRobot
+from drivers.sim.lab import build_sim_lab
 from drivers.sim.phantom import BlockPhantom, CylinderPhantom, Inclusion
+from drivers.ultrasound.cicada import CicadaUltrasound
+from drivers.ultrasound.sim_system import SimUltrasound
 from lab.clock import Clock, SimClock, WallClock
 from lab.config import (
     PROBE_DOWN_RAD,
-    SENSOR_SPECS,
     BlockConfig,
     CicadaUltrasoundConfig,
     CylinderConfig,
@@ -46,6 +54,7 @@ from lab.config import (
     bench_layout,
     travel_z_m,
 )
+from lab.logs import console
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +107,6 @@ class ConsoleOperator:
             return False
         from rich.prompt import Confirm
 
-        from lab.logs import console
 
         return bool(Confirm.ask(question, console=console))
 
@@ -221,9 +229,6 @@ def build_devices(config: SessionConfig, *, interactive: bool = False,
 
 
 def _build_sim(config: SessionConfig, faults: Any) -> LabDevices:
-    from drivers.sim.lab import build_sim_lab
-    from drivers.ultrasound.sim_system import SimUltrasound
-
     lab_cfg = config.lab
     us_cfg = lab_cfg.ultrasound
     if not isinstance(us_cfg, SimUltrasoundConfig):
@@ -259,13 +264,6 @@ def _build_sim(config: SessionConfig, faults: Any) -> LabDevices:
 
 
 def _build_real(config: SessionConfig, interactive: bool) -> LabDevices:
-    from drivers.force.netft import NetFtSensor
-    from drivers.force.serial_ft import SerialFtSensor
-    from drivers.hexapod.connection import PipythonGcsConnection, PyvisaGcsConnection
-    from drivers.hexapod.gcs import GcsHexapod
-    from drivers.robot.ur import UrRtdeRobot
-    from drivers.ultrasound.cicada import CicadaUltrasound
-
     lab_cfg = config.lab
     robot_cfg, hx, us_cfg = lab_cfg.robot, lab_cfg.hexapod, lab_cfg.ultrasound
     if not (isinstance(robot_cfg, UrRtdeRobotConfig) and isinstance(hx, GcsHexapodConfig)
@@ -273,7 +271,7 @@ def _build_real(config: SessionConfig, interactive: bool) -> LabDevices:
         raise DeviceError("lab", "a real lab needs a real robot, hexapod and ultrasound system")
     clock = WallClock()
     closers: list[Callable[[], None]] = []
-    specs = SENSOR_SPECS
+    specs = {"nano17": NANO17, "nano43": NANO43}
 
     def sensor(cfg: ForceSensorConfig, name: str) -> Any:
         if isinstance(cfg, NetFtSensorConfig):

@@ -9,7 +9,7 @@ resumed at the first incomplete unit after a crash.
 
 The plan is pure data (JSON-serialisable) and is derived deterministically from the config:
 probe positions are drawn from a generator seeded by the SWEI ``seed`` and the block id, so the
-same config always gives the same plan (and :func:`lab.store.plan_hash`). It is stored in the
+same config always gives the same plan (and :func:`lab.provenance.plan_hash`). It is stored in the
 session store before the first motion, and :func:`check_plan` checks every target of every unit
 against the safety limits without touching hardware (``--dry-run``).
 
@@ -32,8 +32,6 @@ from typing import Any, Literal
 
 import numpy as np
 
-from drivers.sim.contact import flat_punch_force_n
-from drivers.sim.phantom import youngs_modulus_kpa
 from lab.config import (
     APPROACH_SPEED_M_S,
     BENCH_Y_M,
@@ -51,6 +49,7 @@ from lab.config import (
     bench_layout,
     travel_z_m,
 )
+from lab.gelatin import flat_punch_force_n, youngs_modulus_kpa
 
 # Bench geometry and probe constants live in lab.config (shared with the lab builder); they are
 # re-exported here for the planning code and its users.

@@ -163,6 +163,7 @@ def test_the_largest_accepted_plan_takes_bounded_work() -> None:
 def test_hardware_ranges_match_the_drivers() -> None:
     """The config's copies of driver figures (kept here so config validation does not import
     the GCS client stack) agree with the drivers."""
+    from drivers.force.spec import NANO17, NANO43
     from drivers.hexapod.base import AXIS_KEYWORDS
     from drivers.hexapod.gcs import H820
     from drivers.ultrasound.sequences import ProbeModel, PushSequence
@@ -171,8 +172,11 @@ def test_hardware_ranges_match_the_drivers() -> None:
         H820_VELOCITY_MAX_MM_S,
         PROBE_ELEMENTS,
         PUSH_APERTURE_ELEMENTS,
+        SENSOR_FZ_RANGE_N,
     )
 
+    assert SENSOR_FZ_RANGE_N == {"nano17": NANO17.force_range_n[2],
+                                 "nano43": NANO43.force_range_n[2]}
     assert {AXIS_KEYWORDS[a]: r for a, r in H820_TRAVEL.items()} == H820.travel
     assert H820_VELOCITY_MAX_MM_S == H820.max_velocity_mm_s
     assert PROBE_ELEMENTS == ProbeModel().n_elements
