@@ -3,16 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from session_testkit import failed_store
 
-from drivers.base import DeviceError
 from lab.config import ConfigError, parse_config
-from lab.session import resume_session, run_session
+from lab.session import resume_session
 from lab.store import SessionStore
-from protocols.testing import tiny_config_dict
-
-
-def refuse_devices(cfg):
-    raise DeviceError("lab", "no lab today")
 
 
 def old_format(config: dict) -> dict:
@@ -32,30 +27,26 @@ def old_format(config: dict) -> dict:
 
 
 @pytest.fixture
-def failed_store(tmp_path):
-    """A store whose lab could not be built (resumable, nothing done yet)."""
-    cfg = parse_config(tiny_config_dict(protocols=("swei",), positions=1))
-    result = run_session(cfg, tmp_path / "s.zarr", devices_factory=refuse_devices,
-                         show_progress=False)
-    assert result.status == "failed"
-    return result.store_path
+def stored(tmp_path):
+    """A resumable store with nothing done yet (its lab could not be built)."""
+    return failed_store(tmp_path / "s.zarr")
 
 
-def test_a_store_with_an_old_config_resumes_to_complete(failed_store):
-    store = SessionStore.open(failed_store, mode="a")
+def test_a_store_with_an_old_config_resumes_to_complete(stored):
+    store = SessionStore.open(stored, mode="a")
     old = old_format(store.config)
     store.set_attrs(config=old)
     with pytest.raises(ConfigError):  # today's loader refuses those keys in a new file
         parse_config(old)
-    result = resume_session(failed_store, show_progress=False)
+    result = resume_session(stored, show_progress=False)
     assert result.status == "complete" and result.completed == result.total == 1
 
 
-def test_a_store_with_an_old_config_out_of_todays_bounds_says_which_key(failed_store):
-    store = SessionStore.open(failed_store, mode="a")
+def test_a_store_with_an_old_config_out_of_todays_bounds_says_which_key(stored):
+    store = SessionStore.open(stored, mode="a")
     old = old_format(store.config)
     old["lab"]["robot"]["watchdog_min_frequency_hz"] = 0.0  # "off" was accepted then
     store.set_attrs(config=old)
     with pytest.raises(ConfigError, match=r"\(stored config\): invalid configuration.*\n.*"
                                           r"lab\.robot\.watchdog_min_frequency_hz = 0\.0"):
-        resume_session(failed_store, show_progress=False)
+        resume_session(stored, show_progress=False)
