@@ -181,3 +181,15 @@ def test_hardware_ranges_match_the_drivers() -> None:
     assert H820_VELOCITY_MAX_MM_S == H820.max_velocity_mm_s
     assert PROBE_ELEMENTS == ProbeModel().n_elements
     assert PUSH_APERTURE_ELEMENTS == PushSequence().aperture_elements
+
+
+@pytest.mark.parametrize(("section", "key", "instead"), [
+    ("robot", "timeout_s", "ur_rtde calls have no timeout"),
+    ("hexapod", "velocity_mm_s", "[[protocols]] velocity_mm_s"),
+])
+def test_removed_keys_say_what_replaced_them(section: str, key: str, instead: str) -> None:
+    backend = {"robot": "ur_rtde", "hexapod": "gcs"}[section]
+    with pytest.raises(ConfigError) as err:
+        parse_config(lab(**{section: {"backend": backend, key: 1.0}}))
+    msg = str(err.value)
+    assert f"lab.{section}.{key} = 1.0: no longer a setting" in msg and instead in msg
