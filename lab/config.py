@@ -468,7 +468,8 @@ class IndentationConfig(_Model):
     sample_rate_hz: float = Field(200.0, ge=1.0, le=FORCE_RATE_MAX_HZ,
                                   description="force/position samples per second (Hz, at most "
                                   "the indenter sensor's rate_hz)")
-    max_strain: float = Field(0.07, gt=0, lt=0.5, description="stop at this engineering strain")
+    max_strain: float = Field(0.07, gt=0, lt=0.5,
+                              description="stop at this engineering strain (0-0.5, exclusive)")
     contact_force_n: float = Field(0.005, gt=0.0, le=FORCE_RANGE_MAX_N,
                                    description="force that marks first contact (N); below "
                                    "safety.indentation_force_limit_n (plan check)")
@@ -484,7 +485,8 @@ class IndentationConfig(_Model):
                               "run starts, approach_gap_mm above the cylinder; the plate moves "
                               "down (-Z)")
     retract_velocity_mm_s: float = Field(0.5, gt=0.0, le=H820_VELOCITY_MAX_MM_S,
-                                         description="plate speed back to the start (mm/s)")
+                                         description="plate speed back to the start (mm/s, <= 20; "
+                                         "capped by safety.hexapod_velocity_max_mm_s)")
 
 
 @_described
@@ -505,10 +507,11 @@ class SweiConfig(_Model):
     contact_force_n: float = Field(0.2, gt=0.0, le=FORCE_RANGE_MAX_N,
                                    description="probe contact force set-point (N); below the "
                                    "probe force limit (plan check)")
-    depth_px: int = Field(250, ge=8, le=4096, description="IQ pixels in depth (20 mm FOV)")
-    lateral_px: int = Field(600, ge=8, le=4096, description="IQ pixels laterally (33 mm FOV)")
+    depth_px: int = Field(250, ge=8, le=4096, description="IQ pixels in depth (20 mm FOV; 8-4096)")
+    lateral_px: int = Field(600, ge=8, le=4096,
+                            description="IQ pixels laterally (33 mm FOV; 8-4096)")
     position_margin_mm: float = Field(25.0, ge=0.0, le=150.0,
-                                      description="keep probe this far from edges (mm)")
+                                      description="keep probe this far from edges (mm, 0-150)")
     seed: Seed = Field(0, description="seed of the probe positions (0 to 2^32-1)")
 
     @model_validator(mode="after")
@@ -536,8 +539,9 @@ class CompressionConfig(_Model):
     contact_force_n: float = Field(0.2, gt=0.0, le=FORCE_RANGE_MAX_N,
                                    description="probe contact force set-point (N); below the "
                                    "probe force limit (plan check)")
-    depth_samples: int = Field(2000, ge=64, le=16384, description="RF samples in depth (40 MHz)")
-    lines: int = Field(250, ge=8, le=2048, description="RF A-lines")
+    depth_samples: int = Field(2000, ge=64, le=16384,
+                               description="RF samples in depth (40 MHz; 64-16384)")
+    lines: int = Field(250, ge=8, le=2048, description="RF A-lines (8-2048)")
     position_mm: tuple[float, float] = Field(
         (0.0, 0.0), description="probe centre on the block (block frame x, y in mm)"
     )
