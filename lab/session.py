@@ -57,7 +57,7 @@ from rich.progress import (
 from rich.text import Text
 
 from drivers.base import DeviceError
-from lab.config import BlockConfig, SessionConfig, parse_config
+from lab.config import BlockConfig, SessionConfig, parse_stored_config
 from lab.devices import LabDevices, build_devices
 from lab.gelatin import youngs_modulus_kpa
 from lab.logs import attach_log_file, console, detach_log_file
@@ -195,7 +195,7 @@ def _resume_locked(
     if plan_hash(store.plan) != attrs.get("plan_hash"):
         raise SessionError(f"{store_path}: the stored plan does not match its hash; the store was "
                            "modified outside elastolab")
-    config = parse_config(store.config, source=f"{store_path} (stored config)")
+    config = parse_stored_config(store.config, source=f"{store_path} (stored config)")
     plan = Plan.from_json(store.plan)
     if plan.to_json() != build_plan(config).to_json():
         log.warning("this elastolab derives a different plan from the stored config; following "

@@ -26,12 +26,19 @@ overlap and, through the poses of every unit, probe positions outside the worksp
 from __future__ import annotations
 
 import zlib
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 import numpy as np
 
 from lab.config import (
+    APPROACH_SPEED_M_S,
+    BENCH_Y_M,
+    BLOCK_SPACING_M,
+    PROBE_DOWN_RAD,
+    PROBE_FACE_AREA_MM2,
+    TRAVEL_CLEARANCE_M,
     BlockConfig,
     CompressionConfig,
     CylinderConfig,
@@ -39,31 +46,26 @@ from lab.config import (
     SafetyConfig,
     SessionConfig,
     SweiConfig,
+    bench_layout,
+    travel_z_m,
 )
 from lab.gelatin import flat_punch_force_n, youngs_modulus_kpa
 
+# Bench geometry and probe constants live in lab.config (shared with the lab builder); they are
+# re-exported here for the planning code and its users.
+__all__ = ["APPROACH_SPEED_M_S", "BENCH_Y_M", "BLOCK_SPACING_M", "PROBE_DOWN_RAD",
+           "PROBE_FACE_AREA_MM2", "TRAVEL_CLEARANCE_M", "bench_layout", "travel_z_m"]
+
 UnitKind = Literal["indentation", "swei", "compression"]
 
-#: Distance between neighbouring block centres on the bench (m).
-BLOCK_SPACING_M = 0.15
-#: y of the block centres in the robot base frame (m).
-BENCH_Y_M = -0.30
-#: Probe orientation [rx, ry, rz] (rad): face down.
-PROBE_DOWN_RAD = (float(np.pi), 0.0, 0.0)
 #: Height of the probe face above a block surface when travelling and before an approach (m).
 CLEARANCE_M = 0.010
-#: Height of travel moves above the tallest block top (m).
-TRAVEL_CLEARANCE_M = 0.020
 #: Deepest the probe may go below a block surface while looking for contact (m).
 MAX_SEARCH_DEPTH_M = 0.005
 #: Linear speed for travel between positions (m/s); the safety cap applies if lower.
 TRAVEL_SPEED_M_S = 0.04
 #: Linear acceleration for all robot moves (m/s^2); the safety cap applies if lower.
 ACCELERATION_M_S2 = 0.2
-#: Probe speed while looking for contact (m/s).
-APPROACH_SPEED_M_S = 0.002
-#: Probe face area used to predict contact forces in the plan check (mm^2): 40 x 10 mm.
-PROBE_FACE_AREA_MM2 = 400.0
 #: Seconds one simulated or real ultrasound acquisition is assumed to take (estimates only).
 ACQUISITION_S = 0.05
 
@@ -134,18 +136,6 @@ class Plan:
 
 
 # -- layout ----------------------------------------------------------------------------------------
-def bench_layout(config: SessionConfig) -> dict[str, list[float]]:
-    """Base-frame position (m) of each block's top-surface centre: its ``origin_m`` if given,
-    else its slot in the automatic row (see module docstring)."""
-    blocks = [p for p in config.phantoms if isinstance(p, BlockConfig)]
-    n = len(blocks)
-    return {
-        b.id: ([float(v) for v in b.origin_m] if b.origin_m is not None
-               else [(i - (n - 1) / 2) * BLOCK_SPACING_M, BENCH_Y_M, b.size_mm[2] * 1e-3])
-        for i, b in enumerate(blocks)
-    }
-
-
 def layout_problems(config: SessionConfig, layout: dict[str, list[float]]) -> list[str]:
     """Blocks whose footprints (x-y rectangles on the bench) overlap; empty when none do."""
     blocks = [p for p in config.phantoms if isinstance(p, BlockConfig)]
@@ -195,17 +185,12 @@ def build_plan(config: SessionConfig) -> Plan:
             units += _swei_units(i, proto, phantoms, layout, safety)
         else:
             units += _compression_units(i, proto, phantoms, layout, safety)
-    ids = [u.unit_id for u in units]
-    dupes = sorted({u for u in ids if ids.count(u) > 1})
+    counts = Counter(u.unit_id for u in units)
+    dupes = sorted(u for u, n in counts.items() if n > 1)
     if dupes:
         raise ValueError(f"the config plans the same unit twice: {dupes} (a phantom listed twice "
                          "in one protocol kind?)")
     return Plan(tuple(units), layout)
-
-
-def travel_z_m(layout: dict[str, list[float]]) -> float:
-    """Height (m) of the probe face for travel between positions: above every block."""
-    return max((o[2] for o in layout.values()), default=0.0) + TRAVEL_CLEARANCE_M
 
 
 def _travel_speed(safety: SafetyConfig) -> float:
