@@ -88,7 +88,7 @@ def test_sim_lab_faults_and_close_are_complete():
     try:
         assert lab.hexapod.position()["z_mm"] == 0.0
         lab.faults.disconnect("hexapod")  # the fault reaches the real driver over the wire
-        with pytest.raises(DeviceError, match="^hexapod: "):  # closed or reset: either is a loss
+        with pytest.raises(DeviceError, match=r"^hexapod: "):  # closed or reset: either is a loss
             lab.hexapod.position()
     finally:
         lab.close()
