@@ -85,6 +85,27 @@ def info(store: StorePath) -> None:
         _fail(str(exc))
 
 
+@app.command()
+def monitor(
+    store: StorePath,
+    port: Annotated[int, typer.Option(help="port to serve on (0 = any free port)")] = 8765,
+    host: Annotated[str, typer.Option(help="address to bind; anyone reaching it can pause the "
+                                           "session")] = "127.0.0.1",
+) -> None:
+    """Follow a running or finished session in the browser (read-only; can request a pause)."""
+    from lab.monitor import Monitor, MonitorError
+    from lab.store import StoreError
+
+    try:
+        mon = Monitor(store, host=host, port=port)
+        url = mon.start()
+    except (StoreError, MonitorError, OSError) as exc:
+        _fail(str(exc))
+        return
+    console.print(f"monitoring {store} at [bold]{url}[/bold] (Ctrl-C to stop)", highlight=False)
+    mon.serve_forever()
+
+
 @config_app.command("check")
 def config_check(path: Annotated[Path, typer.Argument(help="session TOML file")]) -> None:
     """Validate a session configuration file and print what it would run."""

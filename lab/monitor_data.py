@@ -1,0 +1,192 @@
+"""What the monitor page shows, read from a session store without writing to it.
+
+Every function opens the store read-only, reads committed records only (a runner may be appending
+at the same moment) and returns JSON-ready dicts with units in the key names. The live files of
+:mod:`lab.live` give status and forces; the store itself gives the latest SWEI frames, the latest
+indentation curve and the plan's probe positions. A store written before live files existed (or
+by a runner that died before writing one) still gets a state derived from its attributes.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from analysis.displacement import loupas
+from analysis.labels import IndentationRun, fit_youngs_modulus, stress_strain
+from lab.live import LIVE_FORCE, LIVE_STATE, PAUSE_REQUEST, live_path, read_json
+from lab.store import SessionStore
+
+#: Largest image edge sent to the page (pixels); bigger frames are decimated.
+MAX_IMAGE_PX = 160
+#: Dynamic range of the B-mode image (dB below its maximum).
+BMODE_RANGE_DB = 50.0
+#: A live record older than this (wall seconds) while "running" means the runner is gone.
+STALE_AFTER_S = 10.0
+
+
+def _decimate(image: np.ndarray) -> tuple[np.ndarray, int, int]:
+    step_d = max(1, int(np.ceil(image.shape[0] / MAX_IMAGE_PX)))
+    step_l = max(1, int(np.ceil(image.shape[1] / MAX_IMAGE_PX)))
+    return image[::step_d, ::step_l], step_d, step_l
+
+
+def _rounded(a: np.ndarray, digits: int) -> list[Any]:
+    out = np.round(np.asarray(a, dtype=np.float64), digits)
+    return np.where(np.isfinite(out), out, np.nan).tolist()
+
+
+def _json_safe(values: list[Any]) -> list[Any]:
+    """Replace NaN by None (JSON has no NaN), recursively for nested lists."""
+    return [_json_safe(v) if isinstance(v, list) else (None if v != v else v) for v in values]
+
+
+def state_from_store(store: SessionStore) -> dict[str, Any]:
+    """A live-state-shaped record from the store's attributes alone (no live file)."""
+    attrs = store.attrs
+    plan = store.plan or {}
+    units = plan.get("units", []) if isinstance(plan, dict) else []
+    completed = (attrs.get("progress") or {}).get("completed", [])
+    done = set(completed)
+    totals = Counter(u["kind"] for u in units)
+    done_kinds = Counter(u["kind"] for u in units if u["unit_id"] in done)
+    events = store.events("interruptions") if "interruptions" in store.root else []
+    est = {u["unit_id"]: float(u.get("estimated_s", 0.0)) for u in units}
+    total_est = sum(est.values())
+    return {
+        "name": (attrs.get("config") or {}).get("name", ""), "status": attrs.get("status"),
+        "message": attrs.get("message", ""), "k": len(completed), "n": len(units),
+        "current": {}, "last_unit": completed[-1] if completed else None,
+        "events": [{k: v for k, v in e.items() if k != "state"} for e in events][-50:],
+        "protocols": {k: {"done": done_kinds.get(k, 0), "total": v} for k, v in totals.items()},
+        "fraction_done": (sum(est[u] for u in done if u in est) / total_est
+                          if total_est > 0 else 1.0),
+        "eta_s": None, "pause_requested": False, "limits_n": {}, "source": "store",
+    }
+
+
+def read_state(store_path: Path) -> dict[str, Any]:
+    """The session state: the live record when there is one, else derived from the store.
+
+    Adds ``age_s`` (wall seconds since the runner last wrote), ``stale`` (a "running" record that
+    stopped updating: the runner was killed or hangs), ``store_status`` (the store's own status
+    attribute) and ``pause_request_pending``.
+    """
+    store = SessionStore.open(store_path, mode="r")
+    live = read_json(live_path(store_path, LIVE_STATE))
+    store_status = store.attrs.get("status")
+    if live is None:
+        state = state_from_store(store)
+    else:
+        state = {**live, "source": "live"}
+        state["age_s"] = max(0.0, time.time() - float(live.get("updated_unix", 0.0)))
+        state["stale"] = live.get("status") == "running" and state["age_s"] > STALE_AFTER_S
+        if state["stale"] and store_status != "running":
+            state["status"] = store_status  # the runner ended without its last write
+    state["store_status"] = store_status
+    state["pause_request_pending"] = live_path(store_path, PAUSE_REQUEST).exists()
+    return state
+
+
+def read_forces(store_path: Path) -> dict[str, Any]:
+    """The force ring (see :mod:`lab.live`), or an empty one."""
+    return read_json(live_path(store_path, LIVE_FORCE)) or {"sensors": {}, "limits_n": {},
+                                                             "samples_seen": 0}
+
+
+def latest_swei(store_path: Path, cache: dict[str, Any] | None = None) -> dict[str, Any]:
+    """B-mode (dB) and axial displacement (um) of the latest SWEI sequence in the store.
+
+    The displacement is Loupas' estimate (fixed reference) of the frame with the largest mean
+    absolute displacement, computed here in the monitor's process from the stored IQ. ``cache``
+    (keyed by record key) avoids recomputing while the latest record stays the same.
+    """
+    store = SessionStore.open(store_path, mode="r")
+    if "swei" not in store.tables():
+        return {"key": None}
+    table = store.table("swei")
+    records = table.records
+    if not records:
+        return {"key": None}
+    key = records[-1]["key"]
+    if cache is not None and cache.get("key") == key:
+        return cache["value"]
+    attrs = table.group.attrs.asdict()
+    iq = table.read("iq", len(records) - 1)[0]  # (frame, depth, lateral)
+    envelope = np.abs(iq[0]).astype(np.float64)
+    bmode_db = 20 * np.log10(np.maximum(envelope, 1e-12) / max(envelope.max(), 1e-12))
+    bmode_db = np.maximum(bmode_db, -BMODE_RANGE_DB)
+    disp_m = loupas(iq, sampling_frequency=float(attrs["sampling_frequency"]),
+                    modulation_frequency=float(attrs["modulation_frequency"]),
+                    sound_speed=float(attrs["sound_speed"]), workers=1)
+    frame = int(np.nanargmax(np.nanmean(np.abs(disp_m), axis=(1, 2))))
+    depth_mm = np.asarray(attrs.get("depth_m", np.arange(iq.shape[1])), float) * 1e3
+    lateral_mm = np.asarray(attrs.get("lateral_m", np.arange(iq.shape[2])), float) * 1e3
+    b, sd, sl = _decimate(bmode_db)
+    d, _, _ = _decimate(disp_m[frame] * 1e6)
+    value = {"key": key, "records": len(records), "frame": frame + 1,
+             "frames": int(disp_m.shape[0]), "depth_mm": _rounded(depth_mm[::sd], 3),
+             "lateral_mm": _rounded(lateral_mm[::sl], 3),
+             "bmode_db": _json_safe(_rounded(b, 1)),
+             "displacement_um": _json_safe(_rounded(d, 3)),
+             "meta": records[-1].get("meta", {})}
+    if cache is not None:
+        cache.update(key=key, value=value)
+    return value
+
+
+def latest_indentation(store_path: Path) -> dict[str, Any]:
+    """Stress-strain curve of the latest indentation record with its Young's-modulus fit."""
+    store = SessionStore.open(store_path, mode="r")
+    if "indentation" not in store.tables():
+        return {"key": None}
+    table = store.table("indentation")
+    records = table.records
+    if not records:
+        return {"key": None}
+    rec = records[-1]
+    meta = rec.get("meta", {})
+    i = len(records) - 1
+    run = IndentationRun.from_arrays(
+        table.read("time_s", i), table.read("position_mm", i), table.read("force_n", i),
+        contact_position_mm=meta.get("contact_position_mm"), radius_mm=meta.get("radius_mm"),
+        height_mm=meta.get("height_mm"), name=rec["key"])
+    curve = stress_strain(run)
+    fit = fit_youngs_modulus({rec["key"]: run})
+    lo, hi = fit.strain_range
+    strain_fit = np.linspace(lo, hi, 2) if np.isfinite(fit.youngs_modulus_kpa) else np.array([])
+    step = max(1, curve.strain.size // 400)
+    return {
+        "key": rec["key"], "records": len(records),
+        "gelatin_percent": meta.get("gelatin_percent"),
+        "strain": _rounded(curve.strain[::step], 5),
+        "stress_kpa": _rounded(curve.stress_kpa[::step], 4),
+        "youngs_modulus_kpa": (float(fit.youngs_modulus_kpa)
+                               if np.isfinite(fit.youngs_modulus_kpa) else None),
+        "fit_strain": _rounded(strain_fit, 5),
+        "fit_stress_kpa": _rounded(fit.youngs_modulus_kpa * strain_fit + fit.intercept_kpa, 4),
+        "rejected": [list(r) for r in fit.runs_rejected],
+    }
+
+
+def probe_positions(store_path: Path) -> dict[str, Any]:
+    """SWEI probe positions of the plan per block (mm, block frame) and whether each is done."""
+    store = SessionStore.open(store_path, mode="r")
+    plan = store.plan or {}
+    done = set((store.attrs.get("progress") or {}).get("completed", []))
+    blocks: dict[str, dict[str, list[Any]]] = {}
+    for unit in plan.get("units", []) if isinstance(plan, dict) else []:
+        if unit["kind"] != "swei":
+            continue
+        b = blocks.setdefault(unit["phantom_id"], {"x_mm": [], "y_mm": [], "done": [],
+                                                    "unit": []})
+        b["x_mm"].append(unit["params"]["x_mm"])
+        b["y_mm"].append(unit["params"]["y_mm"])
+        b["done"].append(unit["unit_id"] in done)
+        b["unit"].append(unit["unit_id"])
+    sizes = {p.get("id"): p.get("size_mm") for p in (store.config.get("phantoms") or [])}
+    return {"blocks": blocks, "size_mm": {k: sizes.get(k) for k in blocks}}
