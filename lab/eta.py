@@ -71,12 +71,6 @@ class EtaEstimator:
         """Lab seconds of the units not completed yet (the current one included)."""
         return sum(v for k, v in self.estimated_s.items() if k not in self._done)
 
-    @property
-    def fraction_done(self) -> float:
-        """Completed share of the estimated lab time, 0..1 (1 for an empty plan)."""
-        total = sum(self.estimated_s.values())
-        return 1.0 if total <= 0 else self._done_estimate_s / total
-
     def eta_s(self) -> float | None:
         """Wall seconds until the last unit ends; None while no unit has completed."""
         ratio = self.ratio

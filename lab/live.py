@@ -195,6 +195,12 @@ class LiveState:
             set(completed))
         self._guard = guard
         self._started_wall = time.monotonic()
+        if self.write:  # a resumed run continues the trace of the previous one
+            previous = read_json(live_path(self.store_path, LIVE_FORCE)) or {}
+            for sensor, d in (previous.get("sensors") or {}).items():
+                ring = self._ring.setdefault(sensor, deque(maxlen=self._ring_samples))
+                ring.extend(zip(d.get("t_s", []), d.get("force_n", []), strict=False))
+            self._force_seq = int(previous.get("samples_seen", 0))
         stale = live_path(self.store_path, PAUSE_REQUEST)
         if self.write and stale.exists():
             log.warning("ignoring a pause request left from before this run (%s)", stale)
@@ -280,9 +286,11 @@ class LiveState:
             state = json.loads(json.dumps(self._state, default=json_default))
         state["protocols"] = {kind: {"done": self._done_kinds.get(kind, 0), "total": total}
                               for kind, total in self._totals.items()}
+        total_s = sum(u.estimated_s for u in self._units.values())
+        remaining_s = self.eta.remaining_estimate_s
         state.update(eta_s=eta_s, wall_per_lab_s=self.eta.ratio,
-                     fraction_done=self.eta.fraction_done,
-                     remaining_lab_s=self.eta.remaining_estimate_s,
+                     fraction_done=1.0 - remaining_s / total_s if total_s > 0 else 1.0,
+                     remaining_lab_s=remaining_s,
                      elapsed_s=time.monotonic() - self._started_wall,
                      updated_utc=_utc_now(), updated_unix=time.time())
         if self._guard is not None:
