@@ -90,7 +90,10 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Cache-Control", "no-store")
         self.end_headers()
-        self.wfile.write(body)
+        try:
+            self.wfile.write(body)
+        except (BrokenPipeError, ConnectionResetError):  # the page was closed meanwhile
+            log.debug("client went away before %s was sent", self.path)
 
     def _json(self, status: int, data: Any) -> None:
         body = json.dumps(_clean(data), allow_nan=False).encode()
