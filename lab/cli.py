@@ -10,6 +10,17 @@ from typing import Annotated
 
 import typer
 
+from lab.cli_choices import (
+    CoarseEstimator,
+    DemoProfile,
+    Device,
+    DisplacementMethod,
+    DisplacementReference,
+    Simulator,
+    TrainProfile,
+    TrainSplit,
+    Window,
+)
 from lab.logs import console, setup_logging
 from lab.session_cli import session_app
 
@@ -34,8 +45,21 @@ app.add_typer(config_app, name="config")
 StorePath = Annotated[Path, typer.Argument(help="session store (a .zarr directory)")]
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from lab.store import _git_commit, package_version
+
+        commit = _git_commit()
+        console.print(f"elastolab {package_version()}"
+                      + (f" (commit {commit[:12]})" if commit else ""), highlight=False)
+        raise typer.Exit()
+
+
 @app.callback()
 def _main(
+    version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                                          help="print the version (and git commit) and exit")]
+    = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="debug logging")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="warnings and errors only")] = False,
 ) -> None:
@@ -125,8 +149,10 @@ def config_check(path: Annotated[Path, typer.Argument(help="session TOML file")]
 @analyze_app.command("displacement")
 def analyze_displacement(
     store: StorePath,
-    method: Annotated[str, typer.Option(help="loupas | kasai")] = "loupas",
-    reference: Annotated[str, typer.Option(help="fixed | progressive")] = "fixed",
+    method: Annotated[DisplacementMethod, typer.Option(help="estimator")]
+    = DisplacementMethod.loupas,
+    reference: Annotated[DisplacementReference, typer.Option(help="reference frame")]
+    = DisplacementReference.fixed,
     scheduler: Annotated[str | None, typer.Option(
         help="dask.distributed scheduler address (tcp://host:8786); local threads if absent")]
     = None,
@@ -136,11 +162,12 @@ def analyze_displacement(
     from analysis.runners import run_displacement
     from lab.progress import progress_callback
 
-    if method not in ("loupas", "kasai") or reference not in ("fixed", "progressive"):
-        _fail(f"--method must be loupas|kasai and --reference fixed|progressive, got "
-              f"{method!r}, {reference!r}")
+    log.info("displacement: %s; the first sequences also compile the numba %s kernel (or load "
+             "its cache), which can take a minute with no progress shown",
+             f"connecting to the Dask scheduler at {scheduler}" if scheduler
+             else "Dask local threads", method.value)
     with _store_errors(), progress_callback("displacement") as progress:
-        n = run_displacement(store, method=method, reference=reference,  # type: ignore[arg-type]
+        n = run_displacement(store, method=method.value, reference=reference.value,
                              scheduler_address=scheduler, num_workers=workers, progress=progress)
     console.print(f"displacement: {n} sequences computed")
 
@@ -187,7 +214,8 @@ def analyze_tof(
 # -- simulators ------------------------------------------------------------------------------------
 @sim_app.command("serve")
 def sim_serve(
-    kind: Annotated[str, typer.Argument(help="hexapod (GCS over TCP) | netft (RDT over UDP)")],
+    kind: Annotated[Simulator, typer.Argument(help="hexapod (GCS over TCP) or netft (RDT over "
+                                                   "UDP)")],
     host: Annotated[str, typer.Option(help="address to bind")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="port (0 = any free port)")] = 0,
     seed: int = 0,
@@ -195,9 +223,7 @@ def sim_serve(
     """Run a wire-protocol simulator in real time until Ctrl-C."""
     from drivers.sim.lab import serve
 
-    if kind not in ("hexapod", "netft"):
-        _fail(f"unknown simulator {kind!r}; choose hexapod or netft")
-    serve(kind, host=host, port=port, seed=seed)  # type: ignore[arg-type]
+    serve(kind.value, host=host, port=port, seed=seed)
 
 
 @contextmanager
@@ -215,19 +241,19 @@ def _store_errors() -> Iterator[None]:
 @app.command()
 def train(
     store: StorePath,
-    window: Annotated[int, typer.Option(help="window size in pixels: 65, 33, 17, 9 or 5")] = 33,
-    profile: Annotated[str, typer.Option(help="quick (CPU) | paper (the paper's recipe)")]
-    = "quick",
+    window: Annotated[Window, typer.Option(help="window size in pixels")] = Window.w33,
+    profile: Annotated[TrainProfile, typer.Option(help="quick (CPU) or paper (the paper's "
+                                                       "recipe)")] = TrainProfile.quick,
     out: Annotated[Path | None, typer.Option(help="model file (.safetensors); default "
                                                   "STORE/models/swei-cnn-w{window}.safetensors")]
     = None,
-    split: Annotated[str, typer.Option(help="positions (4-fold) | concentration (leave one "
-                                            "out)")] = "positions",
+    split: Annotated[TrainSplit, typer.Option(help="positions (4-fold) or concentration (leave "
+                                                   "one out)")] = TrainSplit.positions,
     fold: Annotated[int, typer.Option(help="fold index for --split positions")] = 0,
     held_out_percent: Annotated[float | None, typer.Option(
         help="gelatin % left out for --split concentration")] = None,
     seed: int = 0,
-    device: Annotated[str, typer.Option(help="cpu | cuda")] = "cpu",
+    device: Annotated[Device, typer.Option(help="torch device")] = Device.cpu,
     checkpoint: Annotated[Path | None, typer.Option(help="checkpoint file (resumable)")] = None,
     resume: Annotated[bool, typer.Option(help="continue from --checkpoint")] = False,
 ) -> None:
@@ -235,22 +261,18 @@ def train(
     from analysis.swei_cnn import run_train
     from lab.progress import progress_callback
 
-    if window not in (65, 33, 17, 9, 5):
-        _fail(f"--window must be one of 65, 33, 17, 9, 5; got {window}")
-    if profile not in ("quick", "paper") or split not in ("positions", "concentration"):
-        _fail(f"--profile must be quick|paper and --split positions|concentration; got "
-              f"{profile!r}, {split!r}")
-    model_path = out or store / "models" / f"swei-cnn-w{window}.safetensors"
-    model_path.parent.mkdir(parents=True, exist_ok=True)
+    window_px = int(window.value)
+    # save_model creates the directory when there is a model to write (no empty models/ left).
+    model_path = out or store / "models" / f"swei-cnn-w{window_px}.safetensors"
 
     def on_epoch(metrics: object) -> None:
         log.info("epoch %s", metrics)
 
-    with _store_errors(), progress_callback(f"train w{window} ({profile})") as progress:
-        result = run_train(store, window_px=window, profile=profile,  # type: ignore[arg-type]
-                           out_model_path=model_path, split=split,  # type: ignore[arg-type]
+    with _store_errors(), progress_callback(f"train w{window_px} ({profile.value})") as progress:
+        result = run_train(store, window_px=window_px,  # type: ignore[arg-type]
+                           profile=profile.value, out_model_path=model_path, split=split.value,
                            fold=fold, held_out_percent=held_out_percent, seed=seed,
-                           device=device, checkpoint_path=checkpoint, resume=resume,
+                           device=device.value, checkpoint_path=checkpoint, resume=resume,
                            on_epoch=on_epoch, on_progress=progress)
     console.print(f"model written to {model_path}")
     console.print_json(data=result["metrics"])
@@ -261,7 +283,7 @@ def predict(
     store: StorePath,
     model: Annotated[Path, typer.Option(help="model file (.safetensors with its .json card)")],
     stride: Annotated[int, typer.Option(help="predict every n-th pixel")] = 1,
-    device: Annotated[str, typer.Option(help="cpu | cuda")] = "cpu",
+    device: Annotated[Device, typer.Option(help="torch device")] = Device.cpu,
     png: Annotated[Path | None, typer.Option(help="directory for PNG maps (first sequences)")]
     = None,
     max_memory_mb: Annotated[float, typer.Option(help="memory budget of dense inference")]
@@ -272,7 +294,7 @@ def predict(
     from lab.progress import progress_callback
 
     with _store_errors(), progress_callback("predict") as progress:
-        result = run_predict(store, model_path=model, stride=stride, device=device,
+        result = run_predict(store, model_path=model, stride=stride, device=device.value,
                              max_memory_mb=max_memory_mb, on_progress=progress)
     if png is not None:
         _write_map_pngs(store, png)
@@ -301,9 +323,9 @@ def _write_map_pngs(store_path: Path, out_dir: Path, limit: int = 6) -> None:
 def demo(
     out: Annotated[Path, typer.Option(help="output directory (created; a second run resumes)")]
     = Path("demo-out"),
-    profile: Annotated[str, typer.Option(help="default (laptop, minutes) | paper (the paper's "
-                                              "sizes and recipe, GPU) | smoke (seconds)")]
-    = "default",
+    profile: Annotated[DemoProfile, typer.Option(help="default (laptop, minutes), paper (the "
+                                                      "paper's sizes and recipe, GPU) or smoke "
+                                                      "(seconds)")] = DemoProfile.default,
     no_progress: Annotated[bool, typer.Option("--no-progress", help="no progress bars")] = False,
 ) -> None:
     """The simulated study end to end: acquisition, labels, displacement, ToF, CNN, strain, report.
@@ -314,10 +336,11 @@ def demo(
     """
     from lab.demo import PROFILES, DemoError, run_demo
 
-    if profile not in PROFILES:
-        _fail(f"--profile must be one of {sorted(PROFILES)}, got {profile!r}")
+    if profile.value not in PROFILES:
+        _fail(f"--profile must be one of {sorted(PROFILES)}, got {profile.value!r}")
     try:
-        run_demo(out, profile=profile, show_progress=not no_progress)  # type: ignore[arg-type]
+        run_demo(out, profile=profile.value,  # type: ignore[arg-type]
+                 show_progress=not no_progress)
     except DemoError as exc:
         _fail(str(exc))
     console.print(f"[green]demo complete[/green]: open {out / 'report.html'}")
@@ -327,7 +350,8 @@ def demo(
 @app.command()
 def strain(
     store: StorePath,
-    coarse: Annotated[str, typer.Option(help="coarse estimator before GLUE: dp | cnn")] = "dp",
+    coarse: Annotated[CoarseEstimator, typer.Option(help="coarse estimator before GLUE")]
+    = CoarseEstimator.dp,
     model: Annotated[Path | None, typer.Option(
         help="flow CNN weights for --coarse cnn (see `elastolab train-flow`)")] = None,
     png: Annotated[Path | None, typer.Option(help="directory for one PNG per pair")] = None,
@@ -336,16 +360,14 @@ def strain(
     from analysis.strain.pipeline import run_strain
     from lab.progress import progress_callback
 
-    if coarse not in ("dp", "cnn"):
-        _fail(f"--coarse must be dp or cnn, got {coarse!r}")
-    if coarse == "cnn" and model is None:
+    if coarse == CoarseEstimator.cnn and model is None:
         _fail("--coarse cnn needs --model (train one with `elastolab train-flow`)")
-    with _store_errors(), progress_callback(f"strain ({coarse}+GLUE)") as progress:
-        result = run_strain(store, coarse=coarse, model_path=model,  # type: ignore[arg-type]
+    with _store_errors(), progress_callback(f"strain ({coarse.value}+GLUE)") as progress:
+        result = run_strain(store, coarse=coarse.value, model_path=model,  # type: ignore[arg-type]
                             out_png_dir=png, progress=progress)
     from rich.table import Table as RichTable
 
-    table = RichTable(title=f"{coarse.upper()}+GLUE strain")
+    table = RichTable(title=f"{coarse.value.upper()}+GLUE strain")
     for col in ("pair", "SNR", "CNR", "MSSIM"):
         table.add_column(col)
     for (a, b), m in zip(result["pairs"], result["metrics"], strict=True):
@@ -378,3 +400,7 @@ def train_flow(
     console.print(f"flow CNN written to {out}")
     if result.validation:
         console.print_json(data=result.validation)
+
+
+if __name__ == "__main__":
+    app()

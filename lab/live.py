@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from lab.eta import EtaEstimator
-from lab.store import LOG_DIR, json_default
+from lab.store import LOG_DIR, SessionStore, json_default
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +49,8 @@ RING_SAMPLES = 2000
 EVENTS_KEPT = 50
 #: Schema version of the live files.
 LIVE_SCHEMA = 1
+#: A live record older than this (wall seconds) while "running" means the runner is gone.
+STALE_AFTER_S = 10.0
 
 
 class ForceLogSource(Protocol):
@@ -340,3 +342,51 @@ class LiveState:
                 break
             self._flush()
             last = time.monotonic()
+
+
+# -- reader side ---------------------------------------------------------------------------------
+def state_from_store(store: SessionStore) -> dict[str, Any]:
+    """A live-state-shaped record from the store's attributes alone (no live file)."""
+    attrs = store.attrs
+    plan = store.plan or {}
+    units = plan.get("units", []) if isinstance(plan, dict) else []
+    completed = (attrs.get("progress") or {}).get("completed", [])
+    done = set(completed)
+    totals = Counter(u["kind"] for u in units)
+    done_kinds = Counter(u["kind"] for u in units if u["unit_id"] in done)
+    events = store.events("interruptions") if "interruptions" in store.root else []
+    est = {u["unit_id"]: float(u.get("estimated_s", 0.0)) for u in units}
+    total_est = sum(est.values())
+    return {
+        "name": (attrs.get("config") or {}).get("name", ""), "status": attrs.get("status"),
+        "message": attrs.get("message", ""), "k": len(completed), "n": len(units),
+        "current": {}, "last_unit": completed[-1] if completed else None,
+        "events": [{k: v for k, v in e.items() if k != "state"} for e in events][-50:],
+        "protocols": {k: {"done": done_kinds.get(k, 0), "total": v} for k, v in totals.items()},
+        "fraction_done": (sum(est[u] for u in done if u in est) / total_est
+                          if total_est > 0 else 1.0),
+        "eta_s": None, "pause_requested": False, "limits_n": {}, "source": "store",
+    }
+
+
+def read_state(store_path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The session state: the live record when there is one, else derived from the store.
+
+    Adds ``age_s`` (wall seconds since the runner last wrote), ``stale`` (a "running" record that
+    stopped updating: the runner was killed or hangs), ``store_status`` (the store's own status
+    attribute) and ``pause_request_pending``.
+    """
+    store = SessionStore.open(store_path, mode="r")
+    live = read_json(live_path(store_path, LIVE_STATE))
+    store_status = store.attrs.get("status")
+    if live is None:
+        state = state_from_store(store)
+    else:
+        state = {**live, "source": "live"}
+        state["age_s"] = max(0.0, time.time() - float(live.get("updated_unix", 0.0)))
+        state["stale"] = live.get("status") == "running" and state["age_s"] > STALE_AFTER_S
+        if state["stale"] and store_status != "running":
+            state["status"] = store_status  # the runner ended without its last write
+    state["store_status"] = store_status
+    state["pause_request_pending"] = live_path(store_path, PAUSE_REQUEST).exists()
+    return state

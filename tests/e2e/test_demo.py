@@ -112,13 +112,13 @@ def test_cli_analysis_commands_on_demo_store(demo_dir: Path, tmp_path: Path) -> 
 def test_cli_refuses_bad_arguments(tmp_path: Path) -> None:
     runner = CliRunner()
     bad_window = runner.invoke(app, ["train", str(tmp_path), "--window", "12"])
-    assert bad_window.exit_code == 2 and "--window must be one of" in bad_window.output
+    assert bad_window.exit_code == 2 and "is not one of '65', '33'" in bad_window.output
     no_model = runner.invoke(app, ["strain", str(tmp_path), "--coarse", "cnn"])
     assert no_model.exit_code == 2 and "needs --model" in no_model.output
     missing = runner.invoke(app, ["analyze", "labels", str(tmp_path / "none.zarr")])
     assert missing.exit_code == 2 and "not a Zarr v3 store" in missing.output
     bad_sim = runner.invoke(app, ["sim", "serve", "robot"])
-    assert bad_sim.exit_code == 2 and "unknown simulator" in bad_sim.output
+    assert bad_sim.exit_code == 2 and "'robot' is not one of 'hexapod'" in bad_sim.output
 
 
 def test_train_flow_refuses_to_overwrite(tmp_path: Path) -> None:

@@ -302,3 +302,28 @@ def test_plain_progress_lines_when_not_a_terminal(tmp_path, caplog):
     assert lines[0].startswith("progress: 1/6 units") and "indentation 1/2" in lines[0]
     assert lines[1].startswith("progress: 6/6 units (100 %") and "compression 2/2" in lines[1]
     assert console.file.getvalue() == ""  # no bar drawn into a log file
+
+
+def test_info_shows_progress_of_a_running_store(finished_store, tmp_path):
+    import shutil
+    import time
+
+    from lab.info import print_info
+
+    path = tmp_path / "running.zarr"
+    shutil.copytree(finished_store, path)
+    state_file = live_path(path, LIVE_STATE)
+    live = json.loads(state_file.read_text())
+    fault = {"kind": "fault", "unit": "swei/block-a/pos001", "error_type": "SensorTimeout",
+             "error": "no F/T record for 0.3 s", "action": "retry"}
+    state_file.write_text(json.dumps({
+        **live, "status": "running", "k": 3, "updated_unix": time.time(), "eta_s": 65.0,
+        "current": {"unit": "swei/block-a/pos001", "phase": "push", "k": 4},
+        "last_unit": "swei/block-a/pos000", "events": [fault]}))
+    out = io.StringIO()
+    print_info(path, Console(file=out, width=200))
+    text = out.getvalue()
+    assert "progress           3/6 units" in text
+    assert "current unit       swei/block-a/pos001 (push, updated 0 s ago); ETA 0:01:05" in text
+    assert "last unit          swei/block-a/pos000" in text
+    assert "last fault         swei/block-a/pos001: SensorTimeout no F/T record" in text
