@@ -187,7 +187,8 @@ def run_train(
                    max_steps=max_steps, on_epoch=on_epoch, on_progress=on_progress)
     # The store's name, not its path: cards travel to other machines (the hash identifies it).
     card = ModelCard(window_px=window_px, model_config=dict(model.config),
-                     training_data_hash=result.data_hash, training_data_source=os.path.basename(os.path.normpath(store_path)),
+                     training_data_hash=result.data_hash,
+                     training_data_source=os.path.basename(os.path.normpath(store_path)),
                      split={**the_split.description,
                             "train": len(the_split.train), "validation": len(the_split.validation),
                             "test": len(the_split.test)},
