@@ -23,7 +23,6 @@ safe point as the first Ctrl-C (between units) and removes when it honours it.
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import logging
 import os
@@ -36,6 +35,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from lab.eta import EtaEstimator
+from lab.provenance import utc_now
 from lab.store import LOG_DIR, SessionStore, json_default
 
 log = logging.getLogger(__name__)
@@ -89,10 +89,6 @@ def read_json(path: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def _utc_now() -> str:
-    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-
-
 def request_pause(store_path: str | os.PathLike[str], *, source: str = "monitor") -> Path:
     """Ask the runner of ``store_path`` to pause after its current unit (like one Ctrl-C).
 
@@ -104,7 +100,7 @@ def request_pause(store_path: str | os.PathLike[str], *, source: str = "monitor"
     path = live_path(store_path, PAUSE_REQUEST)
     if not path.parent.is_dir():
         raise FileNotFoundError(f"{store_path} has no {LOG_DIR}/ directory; not a session store")
-    write_json_atomic(path, {"requested_utc": _utc_now(), "source": source,
+    write_json_atomic(path, {"requested_utc": utc_now(), "source": source,
                              "host": socket.gethostname(), "pid": os.getpid()})
     return path
 
@@ -181,7 +177,7 @@ class LiveState:
         self._started_wall = time.monotonic()
         self._state: dict[str, Any] = {
             "schema": LIVE_SCHEMA, "name": name, "status": "running", "message": "",
-            "pid": os.getpid(), "host": socket.gethostname(), "started_utc": _utc_now(),
+            "pid": os.getpid(), "host": socket.gethostname(), "started_utc": utc_now(),
             "k": 0, "n": len(units), "current": {}, "last_unit": None, "events": [],
             "pause_requested": False, "limits_n": {},
         }
@@ -244,7 +240,7 @@ class LiveState:
 
     def event(self, event: dict[str, Any]) -> None:
         """A fault, retry, pause or resume (as appended to the store's ``interruptions``)."""
-        entry = {"utc": _utc_now(), **{k: v for k, v in event.items() if k != "state"}}
+        entry = {"utc": utc_now(), **{k: v for k, v in event.items() if k != "state"}}
         with self._lock:
             self._state["events"] = [*self._state["events"], entry][-EVENTS_KEPT:]
             self._dirty = True
@@ -294,7 +290,7 @@ class LiveState:
                      fraction_done=1.0 - remaining_s / total_s if total_s > 0 else 1.0,
                      remaining_lab_s=remaining_s,
                      elapsed_s=time.monotonic() - self._started_wall,
-                     updated_utc=_utc_now(), updated_unix=time.time())
+                     updated_utc=utc_now(), updated_unix=time.time())
         if self._guard is not None:
             state["limits_n"] = dict(self._guard.limits_n)
         return state
