@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -91,6 +92,19 @@ def error_panels(
                         vmin=-peak, vmax=peak, cmap="RdBu_r", title=title)
 
 
+def _finish_xy(fig: Any, ax: Any, path: Path, *, xlabel: str, ylabel: str, title: str) -> Path:
+    """Labels, grid, legend and title of a line plot, then save and close it."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    if title:
+        ax.set_title(title, fontsize=11)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
 def learning_curves(epochs: Sequence[Mapping[str, float]], path: Path, *, title: str = "") -> Path:
     """Training and validation MAE (kPa) per epoch, from the model card's history."""
     fig, ax = plt.subplots(figsize=(6.4, 3.6))
@@ -99,15 +113,8 @@ def learning_curves(epochs: Sequence[Mapping[str, float]], path: Path, *, title:
         y = np.array([float(e.get(key, np.nan)) for e in epochs])
         if np.isfinite(y).any():
             ax.plot(x, y, marker="o", ms=3, label=name)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("window-centre MAE (kPa)")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    if title:
-        ax.set_title(title, fontsize=11)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    return _finish_xy(fig, ax, path, xlabel="epoch", ylabel="window-centre MAE (kPa)",
+                      title=title)
 
 
 def predicted_vs_true(groups: Mapping[str, Mapping[float, Sequence[float]]], path: Path, *,
@@ -128,15 +135,8 @@ def predicted_vs_true(groups: Mapping[str, Mapping[float, Sequence[float]]], pat
             ax.plot(xs, ys, "o", ms=4, alpha=0.7, label=name)
             top = max(top, float(np.nanmax(ys)) if np.isfinite(ys).any() else top)
     ax.plot([0, 1.1 * top], [0, 1.1 * top], "k--", lw=1, label="identity")
-    ax.set_xlabel("true E (kPa)")
-    ax.set_ylabel("median predicted E per sequence (kPa)")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    if title:
-        ax.set_title(title, fontsize=11)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    return _finish_xy(fig, ax, path, xlabel="true E (kPa)",
+                      ylabel="median predicted E per sequence (kPa)", title=title)
 
 
 def space_time(displacement_m: NDArray[np.floating], path: Path, *, lateral_m: Sequence[float],

@@ -17,7 +17,7 @@ import numpy as np
 from analysis.displacement import loupas
 from analysis.labels import IndentationRun, fit_youngs_modulus, stress_strain
 from lab.live import LIVE_FORCE, live_path, read_json, read_state
-from lab.store import SessionStore
+from lab.store import SessionStore, Table
 
 #: Largest image edge sent to the page (pixels); bigger frames are decimated.
 MAX_IMAGE_PX = 160
@@ -47,6 +47,16 @@ def read_forces(store_path: Path) -> dict[str, Any]:
                                                              "samples_seen": 0}
 
 
+def _latest(store_path: Path, name: str) -> tuple[Table, list[dict[str, Any]]] | None:
+    """Table ``name`` of the store (read-only) and its committed records; None if empty."""
+    store = SessionStore.open(store_path, mode="r")
+    if name not in store.tables():
+        return None
+    table = store.table(name)
+    records = table.records
+    return (table, records) if records else None
+
+
 def latest_swei(store_path: Path, cache: dict[str, Any] | None = None) -> dict[str, Any]:
     """B-mode (dB) and axial displacement (um) of the latest SWEI sequence in the store.
 
@@ -54,13 +64,10 @@ def latest_swei(store_path: Path, cache: dict[str, Any] | None = None) -> dict[s
     absolute displacement, computed here in the monitor's process from the stored IQ. ``cache``
     (keyed by record key) avoids recomputing while the latest record stays the same.
     """
-    store = SessionStore.open(store_path, mode="r")
-    if "swei" not in store.tables():
+    latest = _latest(store_path, "swei")
+    if latest is None:
         return {"key": None}
-    table = store.table("swei")
-    records = table.records
-    if not records:
-        return {"key": None}
+    table, records = latest
     key = records[-1]["key"]
     if cache is not None and cache.get("key") == key:
         return cache["value"]
@@ -90,13 +97,10 @@ def latest_swei(store_path: Path, cache: dict[str, Any] | None = None) -> dict[s
 
 def latest_indentation(store_path: Path) -> dict[str, Any]:
     """Stress-strain curve of the latest indentation record with its Young's-modulus fit."""
-    store = SessionStore.open(store_path, mode="r")
-    if "indentation" not in store.tables():
+    latest = _latest(store_path, "indentation")
+    if latest is None:
         return {"key": None}
-    table = store.table("indentation")
-    records = table.records
-    if not records:
-        return {"key": None}
+    table, records = latest
     rec = records[-1]
     meta = rec.get("meta", {})
     i = len(records) - 1
