@@ -28,7 +28,7 @@ from lab.demo_context import PROFILES, DemoError
 from lab.info import print_info
 from lab.logs import console, setup_logging
 from lab.monitor import Monitor, MonitorError
-from lab.progress import progress_callback
+from lab.progress import COMPILE_NOTE, progress_callback
 from lab.provenance import git_commit, package_version
 from lab.session_cli import session_app
 from lab.store import SessionStore, StoreError
@@ -157,10 +157,9 @@ def analyze_displacement(
     workers: Annotated[int | None, typer.Option(help="local worker threads")] = None,
 ) -> None:
     """Axial displacement of every SWEI sequence (Dask, resumable) -> the `displacement` table."""
-    log.info("displacement: %s; the first sequences also compile the numba %s kernel (or load "
-             "its cache), which can take a minute with no progress shown",
-             f"connecting to the Dask scheduler at {scheduler}" if scheduler
-             else "Dask local threads", method.value)
+    log.info("displacement (%s) on %s; %s", method.value,
+             f"the Dask scheduler at {scheduler}" if scheduler else "Dask local threads",
+             COMPILE_NOTE)
     with _store_errors(), progress_callback("displacement") as progress:
         n = run_displacement(store, method=method.value, reference=reference.value,
                              scheduler_address=scheduler, num_workers=workers, progress=progress)

@@ -9,6 +9,7 @@ by a runner that died before writing one) still gets a state derived from its at
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,8 @@ from analysis.displacement import loupas
 from analysis.labels import IndentationRun, fit_youngs_modulus, stress_strain
 from lab.live import LIVE_FORCE, live_path, read_json, read_state
 from lab.store import SessionStore, Table
+
+log = logging.getLogger(__name__)
 
 #: Largest image edge sent to the page (pixels); bigger frames are decimated.
 MAX_IMAGE_PX = 160
@@ -71,6 +74,9 @@ def latest_swei(store_path: Path, cache: dict[str, Any] | None = None) -> dict[s
     key = records[-1]["key"]
     if cache is not None and cache.get("key") == key:
         return cache["value"]
+    if cache is not None and "key" not in cache:
+        log.info("monitor: Loupas displacement of %s for the page; the first one also compiles "
+                 "the numba kernel (or loads its cache)", key)
     attrs = table.group.attrs.asdict()
     iq = table.read("iq", len(records) - 1)[0]  # (frame, depth, lateral)
     envelope = np.abs(iq[0]).astype(np.float64)

@@ -29,6 +29,9 @@ log = logging.getLogger("elastolab")
 
 #: Wall seconds between plain progress lines when the console is not a terminal.
 LINE_INTERVAL_S = 30.0
+#: Said before displacement estimation, whose first batch is silent while Numba compiles.
+COMPILE_NOTE = ("the first sequences also compile the numba displacement kernel (or load its "
+                "cache): up to a minute before progress moves")
 
 
 @contextmanager
