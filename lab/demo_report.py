@@ -47,8 +47,11 @@ def _labels_section(ctx: DemoContext) -> tuple[ReportSection, dict[str, Any]]:
         truth = youngs_modulus_kpa(lab["gelatin_percent"])
         lo, hi = lab["ci95_kpa"]
         s0, s1 = lab["strain_range"]
+        # With one cylinder the "interval" would be a regression CI over correlated samples of
+        # one run, not a between-run spread: say n/a instead.
+        interval = f"{lo:.2f} - {hi:.2f}" if len(lab["runs_used"]) >= 2 else "n/a (one run)"
         rows.append([f"{lab['gelatin_percent']:g} %", lab["youngs_modulus_kpa"], truth,
-                     f"{lo:.2f} - {hi:.2f}", len(lab["runs_used"]), len(lab["runs_rejected"]),
+                     interval, len(lab["runs_used"]), len(lab["runs_rejected"]),
                      f"{100 * s0:.1f} - {100 * s1:.1f} %"])
     section = ReportSection(
         "1. Indentation labels",
@@ -57,7 +60,8 @@ def _labels_section(ctx: DemoContext) -> tuple[ReportSection, dict[str, Any]]:
         "strain over 2-7 % pooled over the runs of each concentration (stiff phantoms reach the "
         "force limit first, so their fit range is shorter and reported).",
         tables=[ReportTable("Young's modulus per gelatin concentration",
-                            ["gelatin", "E (kPa)", "simulated truth (kPa)", "95 % CI (kPa)",
+                            ["gelatin", "E (kPa)", "simulated truth (kPa)",
+                             "95 % interval between runs (kPa)",
                              "runs used", "runs rejected", "strain range"], rows)],
         figures=[("figures/stress_strain.png", "Stress-strain curves of all runs with the fits")],
     )
