@@ -45,6 +45,8 @@ LIVE_FORCE = "live-force.json"
 PAUSE_REQUEST = "pause-request.json"
 #: Force samples kept per sensor in the ring (at 200 Hz: the last 10 s).
 RING_SAMPLES = 2000
+#: Points of the running indentation curve kept in the live record.
+CURVE_POINTS = 400
 #: Faults and pauses kept in the live record.
 EVENTS_KEPT = 50
 #: Schema version of the live files.
@@ -220,12 +222,23 @@ class LiveState:
         self._wake.set()
 
     def report(self, **fields: Any) -> None:
-        """Phase, force and push reports of the protocols (cheap: memory only)."""
+        """Phase, force and push reports of the protocols (cheap: memory only).
+
+        Reports with both ``position_mm`` and ``force_n`` (indentation) also extend the current
+        unit's ``curve`` (at most :data:`CURVE_POINTS` points, then every second one is kept).
+        """
         with self._lock:
             current = self._state["current"]
             for key in ("phase", "push", "last", "force_n", "position_mm"):
                 if key in fields:
                     current[key] = _finite(fields[key])
+            if "position_mm" in fields and "force_n" in fields:
+                curve = current.setdefault("curve", {"position_mm": [], "force_n": []})
+                curve["position_mm"].append(_finite(float(fields["position_mm"])))
+                curve["force_n"].append(_finite(float(fields["force_n"])))
+                if len(curve["force_n"]) > CURVE_POINTS:
+                    curve["position_mm"] = curve["position_mm"][::2]
+                    curve["force_n"] = curve["force_n"][::2]
             self._dirty = True
 
     def unit_done(self, unit: UnitLike) -> None:

@@ -8,7 +8,7 @@ A :class:`http.server.ThreadingHTTPServer` (standard library) serves one HTML pa
 ``GET /api/state``     status, k/N, current unit and phase, per-protocol counts, ETA, events
 ``GET /api/force``     the force ring of each sensor with the active limits
 ``GET /api/swei``      B-mode and displacement of the latest SWEI sequence
-``GET /api/indentation``  latest stress-strain curve and its Young's-modulus fit
+``GET /api/indentation``  latest stress-strain curve and its fit, and the running one
 ``GET /api/positions``    done / remaining SWEI probe positions per block
 ``POST /api/pause``    ask the runner to pause after the current unit (like one Ctrl-C)
 =====================  ==========================================================================
@@ -167,15 +167,25 @@ class Monitor:
         self.host, self.port = host, int(port)
         self._swei_cache: dict[str, Any] = {}
         self._swei_lock = threading.Lock()
+        self._plan_units: list[dict[str, Any]] | None = None  # the plan never changes
         self.readers: dict[str, Callable[[], Any]] = {
             "/api/state": partial(monitor_data.read_state, self.store_path),
             "/api/force": partial(monitor_data.read_forces, self.store_path),
             "/api/swei": self._swei,
-            "/api/indentation": partial(monitor_data.latest_indentation, self.store_path),
+            "/api/indentation": self._indentation,
             "/api/positions": partial(monitor_data.probe_positions, self.store_path),
         }
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
+
+    def _indentation(self) -> dict[str, Any]:
+        """The latest stored curve with its fit, plus the running one of a unit under way."""
+        if self._plan_units is None:
+            plan = SessionStore.open(self.store_path, mode="r").plan or {}
+            self._plan_units = plan.get("units", []) if isinstance(plan, dict) else []
+        state = monitor_data.read_state(self.store_path)
+        return {**monitor_data.latest_indentation(self.store_path),
+                "running": monitor_data.running_indentation(state, self._plan_units)}
 
     def _swei(self) -> dict[str, Any]:
         with self._swei_lock:  # one Loupas estimate at a time, cached per record

@@ -132,6 +132,45 @@ def latest_indentation(store_path: Path) -> dict[str, Any]:
     }
 
 
+def running_indentation(state: dict[str, Any], plan_units: list[dict[str, Any]],
+                        *, contact_force_n: float = 0.01,
+                        strain_range: tuple[float, float] = (0.02, 0.07)) -> dict[str, Any]:
+    """Stress-strain so far of the indentation under way, with a running Young's-modulus fit.
+
+    The live record carries (plate travel, force) points of the current unit; contact is taken
+    at the first point above ``contact_force_n``, strain = (travel - contact) / l0 and stress =
+    F / (pi r^2) with the cylinder of the unit's plan. The fit is least squares of stress on
+    strain over ``strain_range`` (all points after contact until the range is reached); the
+    final label comes from :func:`latest_indentation` once the record is stored.
+    """
+    current = state.get("current") or {}
+    curve = current.get("curve") or {}
+    unit = next((u for u in plan_units if u.get("unit_id") == current.get("unit")), None)
+    if unit is None or unit.get("kind") != "indentation" or len(curve.get("force_n", [])) < 2:
+        return {"unit": None}
+    pos = np.asarray(curve["position_mm"], dtype=np.float64)
+    force = np.asarray(curve["force_n"], dtype=np.float64)
+    ok = np.isfinite(pos) & np.isfinite(force)
+    pos, force = pos[ok], force[ok]
+    touching = np.flatnonzero(force > contact_force_n)
+    if touching.size < 2:
+        return {"unit": current.get("unit"), "strain": [], "stress_kpa": []}
+    start = touching[0]
+    strain = (pos[start:] - pos[start]) / float(unit["params"]["height_mm"])
+    stress_kpa = force[start:] / (np.pi * (float(unit["params"]["radius_mm"]) * 1e-3) ** 2) / 1e3
+    lo, hi = strain_range
+    use = (strain >= lo) & (strain <= hi)
+    if use.sum() < 2:
+        use = np.ones_like(strain, dtype=bool)
+    slope, intercept = np.polyfit(strain[use], stress_kpa[use], 1) if use.sum() >= 2 else (
+        np.nan, np.nan)
+    s_fit = np.array([strain[use].min(), strain[use].max()])
+    return {"unit": current.get("unit"), "strain": _rounded(strain, 5),
+            "stress_kpa": _rounded(stress_kpa, 4), "youngs_modulus_kpa": float(slope),
+            "fit_strain": _rounded(s_fit, 5),
+            "fit_stress_kpa": _rounded(slope * s_fit + intercept, 4)}
+
+
 def probe_positions(store_path: Path) -> dict[str, Any]:
     """SWEI probe positions of the plan per block (mm, block frame) and whether each is done."""
     store = SessionStore.open(store_path, mode="r")

@@ -327,3 +327,24 @@ def test_info_shows_progress_of_a_running_store(finished_store, tmp_path):
     assert "current unit       swei/block-a/pos001 (push, updated 0 s ago); ETA 0:01:05" in text
     assert "last unit          swei/block-a/pos000" in text
     assert "last fault         swei/block-a/pos001: SensorTimeout no F/T record" in text
+
+
+def test_running_indentation_fit_recovers_the_modulus(tmp_path):
+    plan = build_plan(tiny_config(protocols=("indentation",)))
+    unit = plan.units[0]
+    r_m, l0_mm = unit.params["radius_mm"] * 1e-3, unit.params["height_mm"]
+    live = LiveState(tmp_path, name="t", units=plan.units, write=False)
+    live.start(completed=[])
+    live.unit_started(unit)
+    e_kpa, contact_mm = 37.55, 0.5
+    for pos in np.linspace(0.0, 3.2, 161):  # the protocol reports (travel, force) as it drives
+        strain = max(0.0, (pos - contact_mm) / l0_mm)
+        live.report(position_mm=float(pos), force_n=e_kpa * 1e3 * strain * np.pi * r_m**2)
+    state = live.snapshot()
+    assert len(state["current"]["curve"]["force_n"]) == 161
+    running = monitor_data.running_indentation(state, plan.to_json()["units"])
+    assert running["unit"] == unit.unit_id
+    assert running["youngs_modulus_kpa"] == pytest.approx(e_kpa, rel=0.02)
+    assert running["fit_strain"][0] >= 0.02 and running["fit_strain"][1] <= 0.07
+    live.unit_done(unit)  # no unit under way: nothing running
+    assert monitor_data.running_indentation(live.snapshot(), plan.to_json()["units"])["unit"] is None
