@@ -103,6 +103,8 @@ def test_page_follows_pause_and_resume(tmp_path):
                      text(d, "unit").startswith("4/6 swei"), "the resumed run at unit 4")
             wait_for(driver, lambda d: text(d, "swei-key").startswith("block-a/pos000"),
                      "the SWEI frames of unit 3")
+            wait_for(driver, lambda d: d.find_element("id", "pos-plot").get_attribute(
+                "data-current") == "swei/block-a/pos001", "the current probe position marked")
             shot = tmp_path / "monitor.png"
             driver.save_screenshot(str(shot))
             if os.environ.get(SCREENSHOT_ENV):
