@@ -347,4 +347,5 @@ def test_running_indentation_fit_recovers_the_modulus(tmp_path):
     assert running["youngs_modulus_kpa"] == pytest.approx(e_kpa, rel=0.02)
     assert running["fit_strain"][0] >= 0.02 and running["fit_strain"][1] <= 0.07
     live.unit_done(unit)  # no unit under way: nothing running
-    assert monitor_data.running_indentation(live.snapshot(), plan.to_json()["units"])["unit"] is None
+    after = monitor_data.running_indentation(live.snapshot(), plan.to_json()["units"])
+    assert after["unit"] is None
