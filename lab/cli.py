@@ -177,13 +177,17 @@ def analyze_labels(
     with _store_errors():
         labels = run_labels(store, plot_path=plot)
     table = RichTable(title="Young's modulus labels")
-    for col in ("gelatin %", "E (kPa)", "95 % CI", "runs used", "rejected", "strain range"):
+    for col in ("gelatin %", "E (kPa)", "95 % between runs", "runs used", "rejected",
+                "strain range"):
         table.add_column(col)
     for lab in labels:
         lo, hi = lab["ci95_kpa"]
         s0, s1 = lab["strain_range"]
+        # one run has no between-run spread (its regression CI treats correlated samples as
+        # independent): n/a
+        interval = f"{lo:.2f}-{hi:.2f}" if len(lab["runs_used"]) >= 2 else "n/a (1 run)"
         table.add_row(f"{lab['gelatin_percent']:g}", f"{lab['youngs_modulus_kpa']:.2f}",
-                      f"{lo:.2f}-{hi:.2f}", str(len(lab["runs_used"])),
+                      interval, str(len(lab["runs_used"])),
                       str(len(lab["runs_rejected"])), f"{100 * s0:.1f}-{100 * s1:.1f} %")
     console.print(table)
 

@@ -79,3 +79,12 @@ def test_refused_train_leaves_no_models_directory(tmp_path):
     result = CliRunner().invoke(app, ["train", str(store)])
     assert result.exit_code == 2 and "not a Zarr v3 store" in result.output
     assert not (store / "models").exists()
+
+
+def test_monitor_refuses_a_path_that_is_not_a_store(tmp_path):
+    from typer.testing import CliRunner
+
+    from lab.cli import app
+
+    result = CliRunner().invoke(app, ["monitor", str(tmp_path / "none.zarr"), "--port", "0"])
+    assert result.exit_code == 2 and "not a Zarr v3 store" in result.output
