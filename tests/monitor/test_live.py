@@ -332,7 +332,7 @@ def test_info_shows_progress_of_a_running_store(finished_store, tmp_path):
 def test_running_indentation_fit_recovers_the_modulus(tmp_path):
     plan = build_plan(tiny_config(protocols=("indentation",)))
     unit = plan.units[0]
-    r_m, l0_mm = unit.params["radius_mm"] * 1e-3, unit.params["height_mm"]
+    r_m, l0_mm = unit.params.radius_mm * 1e-3, unit.params.height_mm
     live = LiveState(tmp_path, name="t", units=plan.units, write=False)
     live.start(completed=[])
     live.unit_started(unit)
