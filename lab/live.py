@@ -382,20 +382,26 @@ def read_state(store_path: str | os.PathLike[str]) -> dict[str, Any]:
     """The session state: the live record when there is one, else derived from the store.
 
     Adds ``age_s`` (wall seconds since the runner last wrote), ``stale`` (a "running" record that
-    stopped updating: the runner was killed or hangs), ``store_status`` (the store's own status
-    attribute) and ``pause_request_pending``.
+    stopped updating: the runner was killed or hangs; the store's own status then wins) and
+    ``pause_request_pending``. A fresh live record is used without opening the store (whose
+    root metadata holds the whole plan: too much to read every second over a network share).
+
+    Raises
+    ------
+    lab.store.StoreError
+        ``store_path`` is not a session store (checked when the live record is missing or
+        stale).
     """
-    store = SessionStore.open(store_path, mode="r")
     live = read_json(live_path(store_path, LIVE_STATE))
-    store_status = store.attrs.get("status")
     if live is None:
-        state = state_from_store(store)
+        state = state_from_store(SessionStore.open(store_path, mode="r"))
     else:
         state = {**live, "source": "live"}
         state["age_s"] = max(0.0, time.time() - float(live.get("updated_unix", 0.0)))
         state["stale"] = live.get("status") == "running" and state["age_s"] > STALE_AFTER_S
-        if state["stale"] and store_status != "running":
-            state["status"] = store_status  # the runner ended without its last write
-    state["store_status"] = store_status
+        if state["stale"]:
+            store_status = SessionStore.open(store_path, mode="r").attrs.get("status")
+            if store_status != "running":
+                state["status"] = store_status  # the runner ended without its last write
     state["pause_request_pending"] = live_path(store_path, PAUSE_REQUEST).exists()
     return state
