@@ -10,7 +10,11 @@ Lifecycle of a store (root attributes):
 * Ctrl-C (SIGINT) asks for a pause: the current unit finishes (probe retracted, hexapod stopped)
   and the session stops with ``status = "paused"`` and a ``pause`` event in ``interruptions``. A
   second Ctrl-C interrupts the unit at once: the devices are made safe and the partial unit is
-  discarded.
+  discarded. A pause requested from ``elastolab monitor`` (``logs/pause-request.json``, see
+  :mod:`lab.live`) is honoured at the same safe point as the first Ctrl-C.
+* Progress (k/N, current unit and phase, ETA, force ring, events) is kept in a
+  :class:`lab.live.LiveState` that the console bars read and a writer thread mirrors to
+  ``logs/live-*.json`` for the monitor; the acquisition never waits for those writes.
 * :func:`resume_session` reopens a store (trimming uncommitted rows), rolls every table back to
   the record counts of the last completed unit (:meth:`lab.store.Table.truncate`) and continues
   with the first incomplete unit of the stored plan. Nothing is replayed blindly: every unit starts
