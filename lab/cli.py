@@ -12,11 +12,24 @@ import typer
 
 from analysis.runners import run_displacement, run_labels, run_tof
 from drivers.sim.lab import serve
+from lab.cli_choices import (
+    CoarseEstimator,
+    DemoProfile,
+    Device,
+    DisplacementMethod,
+    DisplacementReference,
+    Simulator,
+    TrainProfile,
+    TrainSplit,
+    Window,
+)
 from lab.config import ConfigError, load_config
 from lab.demo_context import PROFILES, DemoError
 from lab.info import print_info
 from lab.logs import console, setup_logging
-from lab.progress import progress_callback
+from lab.monitor import Monitor, MonitorError
+from lab.progress import COMPILE_NOTE, progress_callback
+from lab.provenance import git_commit, package_version
 from lab.session_cli import session_app
 from lab.store import SessionStore, StoreError
 from lab.verify import verify_store
@@ -42,8 +55,19 @@ app.add_typer(config_app, name="config")
 StorePath = Annotated[Path, typer.Argument(help="session store (a .zarr directory)")]
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        commit = git_commit()
+        console.print(f"elastolab {package_version()}"
+                      + (f" (commit {commit[:12]})" if commit else ""), highlight=False)
+        raise typer.Exit()
+
+
 @app.callback()
 def _main(
+    version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                                          help="print the version (and git commit) and exit")]
+    = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="debug logging")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="warnings and errors only")] = False,
 ) -> None:
@@ -88,6 +112,24 @@ def info(store: StorePath) -> None:
         _fail(str(exc))
 
 
+@app.command()
+def monitor(
+    store: StorePath,
+    port: Annotated[int, typer.Option(help="port to serve on (0 = any free port)")] = 8765,
+    host: Annotated[str, typer.Option(help="address to bind; anyone reaching it can pause the "
+                                           "session")] = "127.0.0.1",
+) -> None:
+    """Follow a running or finished session in the browser (read-only; can request a pause)."""
+    try:
+        mon = Monitor(store, host=host, port=port)
+        url = mon.start()
+    except (StoreError, MonitorError, OSError) as exc:
+        _fail(str(exc))
+        return
+    console.print(f"monitoring {store} at [bold]{url}[/bold] (Ctrl-C to stop)", highlight=False)
+    mon.serve_forever()
+
+
 @config_app.command("check")
 def config_check(path: Annotated[Path, typer.Argument(help="session TOML file")]) -> None:
     """Validate a session configuration file and print what it would run."""
@@ -105,19 +147,21 @@ def config_check(path: Annotated[Path, typer.Argument(help="session TOML file")]
 @analyze_app.command("displacement")
 def analyze_displacement(
     store: StorePath,
-    method: Annotated[str, typer.Option(help="loupas | kasai")] = "loupas",
-    reference: Annotated[str, typer.Option(help="fixed | progressive")] = "fixed",
+    method: Annotated[DisplacementMethod, typer.Option(help="estimator")]
+    = DisplacementMethod.loupas,
+    reference: Annotated[DisplacementReference, typer.Option(help="reference frame")]
+    = DisplacementReference.fixed,
     scheduler: Annotated[str | None, typer.Option(
         help="dask.distributed scheduler address (tcp://host:8786); local threads if absent")]
     = None,
     workers: Annotated[int | None, typer.Option(help="local worker threads")] = None,
 ) -> None:
     """Axial displacement of every SWEI sequence (Dask, resumable) -> the `displacement` table."""
-    if method not in ("loupas", "kasai") or reference not in ("fixed", "progressive"):
-        _fail(f"--method must be loupas|kasai and --reference fixed|progressive, got "
-              f"{method!r}, {reference!r}")
+    log.info("displacement (%s) on %s; %s", method.value,
+             f"the Dask scheduler at {scheduler}" if scheduler else "Dask local threads",
+             COMPILE_NOTE)
     with _store_errors(), progress_callback("displacement") as progress:
-        n = run_displacement(store, method=method, reference=reference,  # type: ignore[arg-type]
+        n = run_displacement(store, method=method.value, reference=reference.value,
                              scheduler_address=scheduler, num_workers=workers, progress=progress)
     console.print(f"displacement: {n} sequences computed")
 
@@ -133,13 +177,17 @@ def analyze_labels(
     with _store_errors():
         labels = run_labels(store, plot_path=plot)
     table = RichTable(title="Young's modulus labels")
-    for col in ("gelatin %", "E (kPa)", "95 % CI", "runs used", "rejected", "strain range"):
+    for col in ("gelatin %", "E (kPa)", "95 % between runs", "runs used", "rejected",
+                "strain range"):
         table.add_column(col)
     for lab in labels:
         lo, hi = lab["ci95_kpa"]
         s0, s1 = lab["strain_range"]
+        # one run has no between-run spread (its regression CI treats correlated samples as
+        # independent): n/a
+        interval = f"{lo:.2f}-{hi:.2f}" if len(lab["runs_used"]) >= 2 else "n/a (1 run)"
         table.add_row(f"{lab['gelatin_percent']:g}", f"{lab['youngs_modulus_kpa']:.2f}",
-                      f"{lo:.2f}-{hi:.2f}", str(len(lab["runs_used"])),
+                      interval, str(len(lab["runs_used"])),
                       str(len(lab["runs_rejected"])), f"{100 * s0:.1f}-{100 * s1:.1f} %")
     console.print(table)
 
@@ -159,15 +207,14 @@ def analyze_tof(
 # -- simulators ------------------------------------------------------------------------------------
 @sim_app.command("serve")
 def sim_serve(
-    kind: Annotated[str, typer.Argument(help="hexapod (GCS over TCP) | netft (RDT over UDP)")],
+    kind: Annotated[Simulator, typer.Argument(help="hexapod (GCS over TCP) or netft (RDT over "
+                                                   "UDP)")],
     host: Annotated[str, typer.Option(help="address to bind")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="port (0 = any free port)")] = 0,
     seed: int = 0,
 ) -> None:
     """Run a wire-protocol simulator in real time until Ctrl-C."""
-    if kind not in ("hexapod", "netft"):
-        _fail(f"unknown simulator {kind!r}; choose hexapod or netft")
-    serve(kind, host=host, port=port, seed=seed)  # type: ignore[arg-type]
+    serve(kind.value, host=host, port=port, seed=seed)
 
 
 @contextmanager
@@ -183,41 +230,37 @@ def _store_errors() -> Iterator[None]:
 @app.command()
 def train(
     store: StorePath,
-    window: Annotated[int, typer.Option(help="window size in pixels: 65, 33, 17, 9 or 5")] = 33,
-    profile: Annotated[str, typer.Option(help="quick (CPU) | paper (the paper's recipe)")]
-    = "quick",
+    window: Annotated[Window, typer.Option(help="window size in pixels")] = Window.w33,
+    profile: Annotated[TrainProfile, typer.Option(help="quick (CPU) or paper (the paper's "
+                                                       "recipe)")] = TrainProfile.quick,
     out: Annotated[Path | None, typer.Option(help="model file (.safetensors); default "
                                                   "STORE/models/swei-cnn-w{window}.safetensors")]
     = None,
-    split: Annotated[str, typer.Option(help="positions (4-fold) | concentration (leave one "
-                                            "out)")] = "positions",
+    split: Annotated[TrainSplit, typer.Option(help="positions (4-fold) or concentration (leave "
+                                                   "one out)")] = TrainSplit.positions,
     fold: Annotated[int, typer.Option(help="fold index for --split positions")] = 0,
     held_out_percent: Annotated[float | None, typer.Option(
         help="gelatin % left out for --split concentration")] = None,
     seed: int = 0,
-    device: Annotated[str, typer.Option(help="cpu | cuda")] = "cpu",
+    device: Annotated[Device, typer.Option(help="torch device")] = Device.cpu,
     checkpoint: Annotated[Path | None, typer.Option(help="checkpoint file (resumable)")] = None,
     resume: Annotated[bool, typer.Option(help="continue from --checkpoint")] = False,
 ) -> None:
     """Train the spatio-temporal 3D DenseNet on a store's displacement."""
     from analysis.swei_cnn.runners import run_train  # lazy: torch, ~1.1 s
 
-    if window not in (65, 33, 17, 9, 5):
-        _fail(f"--window must be one of 65, 33, 17, 9, 5; got {window}")
-    if profile not in ("quick", "paper") or split not in ("positions", "concentration"):
-        _fail(f"--profile must be quick|paper and --split positions|concentration; got "
-              f"{profile!r}, {split!r}")
-    model_path = out or store / "models" / f"swei-cnn-w{window}.safetensors"
-    model_path.parent.mkdir(parents=True, exist_ok=True)
+    window_px = int(window.value)
+    # save_model creates the directory when there is a model to write (no empty models/ left).
+    model_path = out or store / "models" / f"swei-cnn-w{window_px}.safetensors"
 
     def on_epoch(metrics: object) -> None:
         log.info("epoch %s", metrics)
 
-    with _store_errors(), progress_callback(f"train w{window} ({profile})") as progress:
-        result = run_train(store, window_px=window, profile=profile,  # type: ignore[arg-type]
-                           out_model_path=model_path, split=split,  # type: ignore[arg-type]
+    with _store_errors(), progress_callback(f"train w{window_px} ({profile.value})") as progress:
+        result = run_train(store, window_px=window_px,  # type: ignore[arg-type]
+                           profile=profile.value, out_model_path=model_path, split=split.value,
                            fold=fold, held_out_percent=held_out_percent, seed=seed,
-                           device=device, checkpoint_path=checkpoint, resume=resume,
+                           device=device.value, checkpoint_path=checkpoint, resume=resume,
                            on_epoch=on_epoch, on_progress=progress)
     console.print(f"model written to {model_path}")
     console.print_json(data=result["metrics"])
@@ -228,7 +271,7 @@ def predict(
     store: StorePath,
     model: Annotated[Path, typer.Option(help="model file (.safetensors with its .json card)")],
     stride: Annotated[int, typer.Option(help="predict every n-th pixel")] = 1,
-    device: Annotated[str, typer.Option(help="cpu | cuda")] = "cpu",
+    device: Annotated[Device, typer.Option(help="torch device")] = Device.cpu,
     png: Annotated[Path | None, typer.Option(help="directory for PNG maps (first sequences)")]
     = None,
     max_memory_mb: Annotated[float, typer.Option(help="memory budget of dense inference")]
@@ -238,7 +281,7 @@ def predict(
     from analysis.swei_cnn.runners import run_predict  # lazy: torch, ~1.1 s
 
     with _store_errors(), progress_callback("predict") as progress:
-        result = run_predict(store, model_path=model, stride=stride, device=device,
+        result = run_predict(store, model_path=model, stride=stride, device=device.value,
                              max_memory_mb=max_memory_mb, on_progress=progress)
     if png is not None:
         _write_map_pngs(store, png)
@@ -266,9 +309,9 @@ def _write_map_pngs(store_path: Path, out_dir: Path, limit: int = 6) -> None:
 def demo(
     out: Annotated[Path, typer.Option(help="output directory (created; a second run resumes)")]
     = Path("demo-out"),
-    profile: Annotated[str, typer.Option(help="default (laptop, minutes) | paper (the paper's "
-                                              "sizes and recipe, GPU) | smoke (seconds)")]
-    = "default",
+    profile: Annotated[DemoProfile, typer.Option(help="default (laptop, minutes), paper (the "
+                                                      "paper's sizes and recipe, GPU) or smoke "
+                                                      "(seconds)")] = DemoProfile.default,
     no_progress: Annotated[bool, typer.Option("--no-progress", help="no progress bars")] = False,
 ) -> None:
     """The simulated study end to end: acquisition, labels, displacement, ToF, CNN, strain, report.
@@ -279,10 +322,11 @@ def demo(
     """
     from lab.demo import run_demo  # lazy: torch, ~1.1 s
 
-    if profile not in PROFILES:
-        _fail(f"--profile must be one of {sorted(PROFILES)}, got {profile!r}")
+    if profile.value not in PROFILES:
+        _fail(f"--profile must be one of {sorted(PROFILES)}, got {profile.value!r}")
     try:
-        run_demo(out, profile=profile, show_progress=not no_progress)  # type: ignore[arg-type]
+        run_demo(out, profile=profile.value,  # type: ignore[arg-type]
+                 show_progress=not no_progress)
     except DemoError as exc:
         _fail(str(exc))
     console.print(f"[green]demo complete[/green]: open {out / 'report.html'}")
@@ -292,7 +336,8 @@ def demo(
 @app.command()
 def strain(
     store: StorePath,
-    coarse: Annotated[str, typer.Option(help="coarse estimator before GLUE: dp | cnn")] = "dp",
+    coarse: Annotated[CoarseEstimator, typer.Option(help="coarse estimator before GLUE")]
+    = CoarseEstimator.dp,
     model: Annotated[Path | None, typer.Option(
         help="flow CNN weights for --coarse cnn (see `elastolab train-flow`)")] = None,
     png: Annotated[Path | None, typer.Option(help="directory for one PNG per pair")] = None,
@@ -300,16 +345,14 @@ def strain(
     """Strain images of consecutive compression frames -> strain/<coarse>/ arrays and metrics."""
     from analysis.strain.runners import run_strain  # lazy: torch, ~1.1 s
 
-    if coarse not in ("dp", "cnn"):
-        _fail(f"--coarse must be dp or cnn, got {coarse!r}")
-    if coarse == "cnn" and model is None:
+    if coarse == CoarseEstimator.cnn and model is None:
         _fail("--coarse cnn needs --model (train one with `elastolab train-flow`)")
-    with _store_errors(), progress_callback(f"strain ({coarse}+GLUE)") as progress:
-        result = run_strain(store, coarse=coarse, model_path=model,  # type: ignore[arg-type]
+    with _store_errors(), progress_callback(f"strain ({coarse.value}+GLUE)") as progress:
+        result = run_strain(store, coarse=coarse.value, model_path=model,  # type: ignore[arg-type]
                             out_png_dir=png, progress=progress)
     from rich.table import Table as RichTable
 
-    table = RichTable(title=f"{coarse.upper()}+GLUE strain")
+    table = RichTable(title=f"{coarse.value.upper()}+GLUE strain")
     for col in ("pair", "SNR", "CNR", "MSSIM"):
         table.add_column(col)
     for (a, b), m in zip(result["pairs"], result["metrics"], strict=True):
@@ -342,3 +385,7 @@ def train_flow(
     console.print(f"flow CNN written to {out}")
     if result.validation:
         console.print_json(data=result.validation)
+
+
+if __name__ == "__main__":
+    app()

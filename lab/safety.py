@@ -152,6 +152,11 @@ class ForceWatchdog:
         if self._clock.now() - self._last_read_s >= self.sample_period_s - 1e-12:
             self.read()
 
+    def log_view(self) -> tuple[list[float], list[float]]:
+        """The live lists ``(t_s, fz_n)`` logged since the last drain (read them, never modify);
+        a drain replaces them with new lists. Used by :mod:`lab.live` for the monitor."""
+        return self._log_t, self._log_f
+
     def drain_log(self) -> tuple[NDArray[np.float64], NDArray[np.float32]]:
         """All samples seen since the last drain: ``(t_s float64, fz_n float32)``, shape (n,)."""
         t = np.asarray(self._log_t, dtype=np.float64)
@@ -468,6 +473,11 @@ class Guard:
     def drain_force_log(self) -> dict[str, tuple[NDArray[np.float64], NDArray[np.float32]]]:
         return {"probe_sensor": self._probe.drain_log(),
                 "indenter_sensor": self._indenter.drain_log()}
+
+    def force_log_view(self) -> dict[str, tuple[list[float], list[float]]]:
+        """Per sensor, the watchdog's live log lists (see :meth:`ForceWatchdog.log_view`)."""
+        return {"probe_sensor": self._probe.log_view(),
+                "indenter_sensor": self._indenter.log_view()}
 
     @property
     def limits_n(self) -> dict[str, float]:

@@ -10,7 +10,11 @@ Lifecycle of a store (root attributes):
 * Ctrl-C (SIGINT) asks for a pause: the current unit finishes (probe retracted, hexapod stopped)
   and the session stops with ``status = "paused"`` and a ``pause`` event in ``interruptions``. A
   second Ctrl-C interrupts the unit at once: the devices are made safe and the partial unit is
-  discarded.
+  discarded. A pause requested from ``elastolab monitor`` (``logs/pause-request.json``, see
+  :mod:`lab.live`) is honoured at the same safe point as the first Ctrl-C.
+* Progress (k/N, current unit and phase, ETA, force ring, events) is kept in a
+  :class:`lab.live.LiveState` that the console bars read and a writer thread mirrors to
+  ``logs/live-*.json`` for the monitor; the acquisition never waits for those writes.
 * :func:`resume_session` reopens a store (trimming uncommitted rows), rolls every table back to
   the record counts of the last completed unit (:meth:`lab.store.Table.truncate`) and continues
   with the first incomplete unit of the stored plan. Nothing is replayed blindly: every unit starts
@@ -47,23 +51,17 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from rich.progress import (
-    BarColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
-from rich.text import Text
 
 from drivers.base import DeviceError
 from lab.config import BlockConfig, SessionConfig, parse_stored_config
 from lab.devices import LabDevices, build_devices
 from lab.gelatin import youngs_modulus_kpa
+from lab.live import LiveState
 from lab.logs import attach_log_file, console, detach_log_file
 from lab.provenance import plan_hash, utc_now
 from lab.safety import Guard, SafetyError
 from lab.session_lock import runner_lock
+from lab.session_progress import SessionConsole
 from lab.store import ArraySpec, SessionStore, StoreError
 from protocols import compression, indentation, swei
 from protocols.common import MOTION_TIMEOUT_S
@@ -134,9 +132,11 @@ def plan_session(config: SessionConfig) -> tuple[Plan, list[str]]:
 def run_session(
     config: SessionConfig, store_path: str | os.PathLike[str], *,
     devices_factory: DevicesFactory | None = None, show_progress: bool = True,
-    interactive: bool = False, retry_delay_s: float = RETRY_DELAY_S,
+    interactive: bool = False, retry_delay_s: float = RETRY_DELAY_S, live_state: bool = True,
 ) -> SessionResult:
     """Plan ``config``, create the store at ``store_path`` and run the session.
+
+    ``live_state`` mirrors progress to ``STORE/logs/live-*.json`` for ``elastolab monitor``.
 
     Raises
     ------
@@ -160,7 +160,7 @@ def run_session(
                         progress={"completed": [], "table_records": {}})
         runner = SessionRunner(store, config, plan, devices_factory=devices_factory,
                                show_progress=show_progress, interactive=interactive,
-                               retry_delay_s=retry_delay_s)
+                               retry_delay_s=retry_delay_s, live_state=live_state)
         return runner.run(resumed=False)
 
 
@@ -207,24 +207,14 @@ def _resume_locked(
     return runner.run(resumed=True)
 
 
-# -- progress display ------------------------------------------------------------------------------
-class _SessionProgress(Progress):
-    """A progress bar (ETA from the plan's duration estimates) plus a live summary line."""
-
-    summary: str = ""
-
-    def get_renderables(self) -> Any:
-        yield self.make_tasks_table(self.tasks)
-        yield Text(self.summary, overflow="ellipsis", no_wrap=True)
-
-
 # -- the runner ------------------------------------------------------------------------------------
 class SessionRunner:
     """Runs the units of a plan on guarded devices, with progress, pause, faults and retries."""
 
     def __init__(self, store: SessionStore, config: SessionConfig, plan: Plan, *,
                  devices_factory: DevicesFactory | None = None, show_progress: bool = True,
-                 interactive: bool = False, retry_delay_s: float = RETRY_DELAY_S) -> None:
+                 interactive: bool = False, retry_delay_s: float = RETRY_DELAY_S,
+                 live_state: bool = True) -> None:
         self.store = store
         self.config = config
         self.plan = plan
@@ -234,8 +224,9 @@ class SessionRunner:
         self._retry_delay_s = retry_delay_s
         self._pause_requested = False
         self._sigint_count = 0
-        self._summary: dict[str, Any] = {}
-        self._progress: _SessionProgress | None = None
+        # Progress model for the console and the browser monitor (logs/live-*.json).
+        self.live = LiveState(store.path, name=config.name, units=plan.units, write=live_state)
+        self._console: SessionConsole | None = None
         self._index = {p["phantom_id"]: i for i, p in enumerate(
             store.root["phantoms"].attrs.get("phantoms", []))} if "phantoms" in store.root else {}
         self._safe_z_m = max((o[2] for o in plan.layout.values()), default=0.0) + CLEARANCE_M
@@ -281,20 +272,9 @@ class SessionRunner:
                                       for k, v in logs.items()}})
 
     def _report(self, **fields: Any) -> None:
-        self._summary.update(fields)
-        if self._progress is None:
-            return
-        s = self._summary
-        parts = [f"unit {s.get('k', '?')}/{s.get('n', '?')} {s.get('unit', '')}",
-                 str(s.get("phase", ""))]
-        if "push" in s:
-            parts.append(f"push {s['push']}")
-        if "force_n" in s:
-            parts.append(f"force {s['force_n']:.3f} N")
-        if s.get("last"):
-            parts.append(f"last {s['last']}")
-        self._progress.summary = " | ".join(parts)
-        self._progress.refresh()
+        self.live.report(**fields)
+        if self._console is not None:
+            self._console.refresh()
 
     # -- signals ---------------------------------------------------------------------------------
     def _on_sigint(self, signum: int, frame: Any) -> None:
@@ -355,6 +335,8 @@ class SessionRunner:
                 event: dict[str, Any] | None = None) -> SessionResult:
         if event is not None:
             self.store.append_event(INTERRUPTIONS, event)
+            self.live.event(event)
+        self.live.finish(status, message)
         sessions = list(self.store.attrs.get("sessions", []))
         if sessions:
             sessions[-1] = {**sessions[-1], "stop_utc": utc_now(), "outcome": status}
@@ -377,6 +359,7 @@ class SessionRunner:
         try:
             return self._run()
         finally:
+            self.live.close()
             if old_handler is not None:
                 signal.signal(signal.SIGINT, old_handler)
             detach_log_file(handler)
@@ -405,23 +388,18 @@ class SessionRunner:
         rate = max(self.config.lab.probe_force_sensor.rate_hz,
                    self.config.lab.indenter_force_sensor.rate_hz)
         self.guard = Guard(self.lab, self.config.safety, sample_rate_hz=rate)
-        bar = _SessionProgress(
-            TextColumn("[bold]{task.description}"), BarColumn(),
-            TextColumn("{task.percentage:>3.0f}%"),
-            TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=console,
-            disable=not self._show,
-        )
+        self.live.start(completed=completed, guard=self.guard, resumed=bool(completed))
         try:
-            with bar:
-                self._progress = bar
-                task = bar.add_task(self.config.name, total=sum(u.estimated_s for u in todo))
+            with SessionConsole(self.live, console=console, enabled=self._show) as view:
+                self._console = view
                 for unit in todo:
-                    if self._pause_requested:
+                    if self._pause_requested or self.live.pause_requested():
+                        how = "Ctrl-C" if self._pause_requested else "monitor"
                         return self._finish(
                             "paused", f"paused by the operator before {unit.unit_id}",
-                            len(completed), event={"kind": "pause", "reason": "operator (Ctrl-C)",
+                            len(completed), event={"kind": "pause", "reason": f"operator ({how})",
                                                    "next_unit": unit.unit_id})
-                    self._summary = {"k": len(completed) + 1, "n": total, "unit": unit.unit_id}
+                    self.live.unit_started(unit)
                     outcome = self._run_with_retries(unit, counts)
                     if isinstance(outcome, SessionResult):
                         return outcome
@@ -430,9 +408,10 @@ class SessionRunner:
                     self.store.set_attrs(progress={"completed": completed,
                                                    "table_records": counts})
                     self._log_attempt(unit, attempt, "complete")
-                    bar.advance(task, unit.estimated_s)
+                    self.live.unit_done(unit)
+                    view.unit_done()
         finally:
-            self._progress = None
+            self._console = None
             self.lab.close()
         return self._finish("complete", f"all {total} units complete", len(completed))
 
@@ -482,6 +461,7 @@ class SessionRunner:
                         "failed", f"{unit.unit_id}: the fault was not cleared by an operator: "
                         f"{exc}", self._n_completed(), event={**event, "action": "stop"})
                 self.store.append_event(INTERRUPTIONS, {**event, "action": "retry"})
+                self.live.event({**event, "action": "retry"})
                 self.lab.clock.sleep(self._retry_delay_s)
                 problems = self.lab.reconnect()
                 if problems:

@@ -157,7 +157,9 @@ def run_train(
                    roi_px=roi_px, checkpoint_path=checkpoint_path, resume=resume,
                    max_steps=max_steps, on_epoch=on_epoch, on_progress=on_progress)
     card = ModelCard(window_px=window_px, model_config=dict(model.config),
-                     training_data_hash=result.data_hash, training_data_source=str(store_path),
+                     training_data_hash=result.data_hash,
+                     # the store's name, not its path: cards travel to other machines
+                     training_data_source=os.path.basename(os.path.normpath(store_path)),
                      split={**the_split.description,
                             "train": len(the_split.train), "validation": len(the_split.validation),
                             "test": len(the_split.test)},
