@@ -357,3 +357,29 @@ def train_flow(
     console.print(f"flow CNN written to {out}")
     if result.validation:
         console.print_json(data=result.validation)
+
+
+# -- data export (lab/export.py) -------------------------------------------------------------------
+@app.command("export")
+def export(
+    store: StorePath,
+    fmt: Annotated[str, typer.Option("--format", help="uff (USTB) | mat (MATLAB v7.3) | hdf5")],
+    what: Annotated[str | None, typer.Option(
+        help="comma-separated items: iq,displacement,maps,labels (default: all the store has)")]
+    = None,
+    out: Annotated[Path | None, typer.Option(help="output file (default: next to the store, "
+                                                  "STORE.uff / .mat / .h5)")] = None,
+    block_mb: Annotated[float, typer.Option(help="largest block held in memory (MiB)")] = 64.0,
+) -> None:
+    """Export a store's IQ, displacement, maps and labels to UFF, MAT v7.3 or HDF5 (streamed)."""
+    from lab.export import FORMATS, SUFFIX, export_store
+    from lab.progress import progress_callback
+
+    if fmt not in FORMATS:
+        _fail(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    items = [w.strip() for w in what.split(",") if w.strip()] if what else None
+    target = out or store.with_suffix(SUFFIX[fmt])
+    with _store_errors(), progress_callback(f"export {fmt}") as progress:
+        summary = export_store(store, target, fmt=fmt, what=items,  # type: ignore[arg-type]
+                               block_mb=block_mb, progress=progress)
+    console.print(f"exported {', '.join(summary['what'])} to {summary['path']}")

@@ -87,3 +87,26 @@ def write_uncommitted_row(path: Path) -> None:
         arr.resize((arr.shape[0] + 1, *arr.shape[1:]))
         arr.with_config({"write_empty_chunks": True})[-1] = np.ones(arr.shape[1:], arr.dtype)
         assert name
+
+
+LABELS = [{"gelatin_percent": 5.0, "youngs_modulus_kpa": 17.4, "ci95_kpa": [16.9, 17.9],
+           "runs_used": ["C5-0", "C5-1"], "runs_rejected": [], "strain_range": [0.01, 0.05]},
+          {"gelatin_percent": 10.0, "youngs_modulus_kpa": 27.0, "ci95_kpa": [26.1, 27.8],
+           "runs_used": ["C10-0"], "runs_rejected": ["C10-1"], "strain_range": [0.01, 0.05]}]
+
+
+def tof_map(n_seq: int = N_SEQ) -> np.ndarray:
+    """(seq, depth, lateral) float32 kPa with NaN holes, as a ToF map."""
+    maps = 20.0 + np.arange(n_seq * DEPTH * LATERAL, dtype=np.float32).reshape(
+        n_seq, DEPTH, LATERAL) / 10
+    maps[:, 0, :2] = np.nan
+    return maps
+
+
+def add_maps_and_labels(path: Path) -> None:
+    """``maps/tof_kpa`` (:func:`tof_map`) and the ``labels`` attribute (:data:`LABELS`)."""
+    store = SessionStore.open(path, "a")
+    n = len(store.table("swei"))
+    store.write_array("maps/tof_kpa", tof_map(n), dims=("seq", "depth", "lateral"),
+                      chunks=(1, DEPTH, LATERAL), allow_nan=True)
+    store.root.require_group("labels").attrs["labels"] = LABELS
