@@ -8,12 +8,16 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
+import numpy as np
 import typer
+from numpy.typing import NDArray
 
 from analysis.runners import run_displacement, run_labels, run_tof
 from drivers.sim.lab import serve
 from lab.config import ConfigError, load_config
 from lab.demo_context import PROFILES, DemoError
+from lab.export import FORMATS, SUFFIX, export_store
+from lab.importers import Parameters, import_beamformed, import_channel, import_rf_pair, parse_names
 from lab.info import print_info
 from lab.logs import console, setup_logging
 from lab.progress import progress_callback
@@ -357,9 +361,6 @@ def export(
     block_mb: Annotated[float, typer.Option(help="largest block held in memory (MiB)")] = 64.0,
 ) -> None:
     """Export a store's IQ, displacement, maps and labels to UFF, MAT v7.3 or HDF5 (streamed)."""
-    from lab.export import FORMATS, SUFFIX, export_store
-    from lab.progress import progress_callback
-
     if fmt not in FORMATS:
         _fail(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     items = [w.strip() for w in what.split(",") if w.strip()] if what else None
@@ -368,3 +369,115 @@ def export(
         summary = export_store(store, target, fmt=fmt, what=items,  # type: ignore[arg-type]
                                block_mb=block_mb, progress=progress)
     console.print(f"exported {', '.join(summary['what'])} to {summary['path']}")
+
+
+# -- data import (lab/importers.py) ----------------------------------------------------------------
+import_app = typer.Typer(help="Import data acquired elsewhere into a new session store.",
+                         no_args_is_help=True)
+app.add_typer(import_app, name="import")
+
+Opt = typer.Option
+SourcePath = Annotated[Path, typer.Argument(help="input file (.mat v5/v7.3, .uff/.h5, .npy)")]
+OutStore = Annotated[Path, Opt("--out", help="store to create (.zarr)")]
+FsOpt = Annotated[float | None, Opt("--sampling-frequency", help="RF rate of the input (Hz)")]
+FcOpt = Annotated[float | None, Opt("--center-frequency", help="centre/demodulation freq. (Hz)")]
+COpt = Annotated[float | None, Opt("--sound-speed", help="speed of sound (m/s)")]
+T0Opt = Annotated[float | None, Opt("--t0", help="time of sample 0 after the transmit (s)")]
+PrfOpt = Annotated[float | None, Opt("--prf", help="frame rate (Hz)")]
+InitOpt = Annotated[float | None, Opt("--initial-time",
+                                      help="time of the first tracked frame after the push (s)")]
+VarOpt = Annotated[list[str] | None, Opt("--var", help="KEY=PATH[*scale] variable mapping "
+                                                       "(repeatable), e.g. rf=RcvData")]
+PhantomOpt = Annotated[str | None, Opt(help="phantom id (default: the file name)")]
+GelOpt = Annotated[float | None, Opt(help="gelatin concentration of the phantom (%)")]
+EOpt = Annotated[float | None, Opt(help="known Young's modulus of the phantom (kPa)")]
+PushOpt = Annotated[float | None, Opt(help="lateral position of the push (mm; ToF needs it)")]
+
+
+def _grid_mm(text: str, option: str) -> NDArray[np.float64]:
+    try:
+        start, stop, step = (float(v) for v in text.split(":"))
+    except ValueError:
+        _fail(f"{option} expects START:STOP:STEP in mm, got {text!r}")
+        raise
+    if step <= 0 or stop <= start:
+        _fail(f"{option}: need STOP > START and STEP > 0, got {text!r}")
+    return np.arange(start, stop + step / 2, step) * 1e-3
+
+
+@import_app.command("channel")
+def import_channel_cmd(
+    source: SourcePath, out: OutStore,
+    depth_mm: Annotated[str, Opt(help="pixel depths START:STOP:STEP (mm)")],
+    lateral_mm: Annotated[str | None, Opt(help="pixel laterals START:STOP:STEP (mm); "
+                                               "default the element positions")] = None,
+    sampling_frequency: FsOpt = None, center_frequency: FcOpt = None, sound_speed: COpt = None,
+    t0: T0Opt = None, prf: PrfOpt = None, initial_time: InitOpt = None,
+    pitch_mm: Annotated[float | None, Opt(help="element pitch (mm)")] = None,
+    angle_deg: Annotated[float | None, Opt(help="plane-wave steering angle (deg)")] = None,
+    var: VarOpt = None,
+    rf_axes: Annotated[str, Opt(help="axes of the RF array in MATLAB order")]
+    = "sample,element,frame",
+    f_number: Annotated[float, Opt(help="receive f-number of the beamformer")] = 1.5,
+    phantom_id: PhantomOpt = None, gelatin_percent: GelOpt = None,
+    youngs_modulus_kpa: EOpt = None, push_lateral_mm: PushOpt = None,
+) -> None:
+    """Plane-wave channel RF (MAT or UFF) -> beamformed IQ in a new store's `swei` table."""
+    with _store_errors():
+        given = Parameters(channel_sampling_frequency=sampling_frequency,
+                           center_frequency=center_frequency, sound_speed=sound_speed, t0=t0,
+                           prf=prf, initial_time=initial_time,
+                           angle_rad=None if angle_deg is None else float(np.deg2rad(angle_deg)))
+        path = import_channel(
+            source, out, depth_m=_grid_mm(depth_mm, "--depth-mm"),
+            lateral_m=None if lateral_mm is None else _grid_mm(lateral_mm, "--lateral-mm"),
+            parameters=given, names=parse_names(var or []), rf_axes=rf_axes.split(","),
+            pitch_m=None if pitch_mm is None else pitch_mm * 1e-3, f_number=f_number,
+            phantom_id=phantom_id, gelatin_percent=gelatin_percent,
+            youngs_modulus_kpa=youngs_modulus_kpa,
+            push_lateral_m=None if push_lateral_mm is None else push_lateral_mm * 1e-3)
+    console.print(f"imported {source} -> {path} (swei: 1 sequence); next: elastolab analyze "
+                  f"displacement {path}")
+
+
+@import_app.command("beamformed")
+def import_beamformed_cmd(
+    source: SourcePath, out: OutStore,
+    iq_convention: Annotated[str, Opt(help="baseband (phase referred to 2z/c) | carrier (phase "
+                                           "keeps exp(2j pi f 2z/c), e.g. PyMUST)")],
+    center_frequency: FcOpt = None, sound_speed: COpt = None, prf: PrfOpt = None,
+    initial_time: InitOpt = None, var: VarOpt = None,
+    iq_axes: Annotated[str, Opt(help="axes of a MATLAB IQ array")] = "depth,lateral,frame",
+    phantom_id: PhantomOpt = None, gelatin_percent: GelOpt = None,
+    youngs_modulus_kpa: EOpt = None, push_lateral_mm: PushOpt = None,
+) -> None:
+    """Beamformed IQ frames (UFF beamformed_data or MAT) -> a new store's `swei` table."""
+    with _store_errors():
+        path = import_beamformed(
+            source, out, iq_convention=iq_convention,  # type: ignore[arg-type]
+            parameters=Parameters(center_frequency=center_frequency, sound_speed=sound_speed,
+                                  prf=prf, initial_time=initial_time),
+            names=parse_names(var or []), iq_axes=iq_axes.split(","), phantom_id=phantom_id,
+            gelatin_percent=gelatin_percent, youngs_modulus_kpa=youngs_modulus_kpa,
+            push_lateral_m=None if push_lateral_mm is None else push_lateral_mm * 1e-3)
+    console.print(f"imported {source} -> {path} (swei: 1 sequence)")
+
+
+@import_app.command("rf-pair")
+def import_rf_pair_cmd(
+    pre: Annotated[Path, typer.Argument(help="pre-compression frame (.npy) or a .mat with both")],
+    out: OutStore,
+    post: Annotated[Path | None, typer.Argument(help="post-compression frame (.npy)")] = None,
+    sampling_frequency: FsOpt = None, center_frequency: FcOpt = None, sound_speed: COpt = None,
+    t0: T0Opt = None,
+    line_pitch_mm: Annotated[float | None, Opt(help="distance between RF lines (mm)")] = None,
+    var: VarOpt = None, phantom_id: PhantomOpt = None,
+) -> None:
+    """Pre/post RF frames (depth sample x line) -> a new store's `compression` table."""
+    with _store_errors():
+        path = import_rf_pair(
+            pre, post, out, line_pitch_m=None if line_pitch_mm is None else line_pitch_mm * 1e-3,
+            parameters=Parameters(channel_sampling_frequency=sampling_frequency,
+                                  center_frequency=center_frequency, sound_speed=sound_speed,
+                                  t0=t0), names=parse_names(var or []), phantom_id=phantom_id)
+    console.print(f"imported -> {path} (compression: 2 frames); next: elastolab strain {path}")

@@ -267,6 +267,7 @@ def import_channel(
     parameters: Parameters | None = None,
     names: Mapping[str, str] | None = None,
     rf_axes: Sequence[str] = ("sample", "element", "frame"),
+    pitch_m: float | None = None,
     f_number: float = 1.5,
     phantom_id: str | None = None,
     gelatin_percent: float | None = None,
@@ -290,6 +291,9 @@ def import_channel(
     rf_axes : sequence of str
         Axes of the stored RF array in MATLAB order; default ``sample, element, frame``
         (Verasonics ``RcvData``). Frame 0 must be the pre-push reference.
+    pitch_m : float, optional
+        Element pitch (m) of a linear array centred on x = 0, when neither the parameters nor
+        the file give the element positions.
     f_number : float
         Receive f-number of the beamformer (0 = full aperture).
     phantom_id, gelatin_percent, youngs_modulus_kpa : optional
@@ -314,6 +318,8 @@ def import_channel(
             found = replace(found, element_positions_m=_positions(pitch, rf.shape[2]))
     else:
         rf, found = _uff_channel(src)
+    if pitch_m is not None and given.element_positions_m is None:
+        given = replace(given, element_positions_m=_positions(pitch_m, rf.shape[2]))
     p = found.merged(given)
     p.require("channel_sampling_frequency", "center_frequency", "sound_speed", "t0",
               "element_positions", "angle", "prf", "initial_time")
