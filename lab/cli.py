@@ -300,17 +300,41 @@ def strain(
     model: Annotated[Path | None, typer.Option(
         help="flow CNN weights for --coarse cnn (see `elastolab train-flow`)")] = None,
     png: Annotated[Path | None, typer.Option(help="directory for one PNG per pair")] = None,
+    max_strain: Annotated[float | None, typer.Option(
+        help="largest compression expected (sets the default DP ranges; default 0.08)")] = None,
+    dp_axial_range: Annotated[str | None, typer.Option(
+        help="DP axial search LOW,HIGH in RF samples (e.g. -40,3)")] = None,
+    dp_lateral_range: Annotated[str | None, typer.Option(
+        help="DP lateral search LOW,HIGH in lines (e.g. -4,4)")] = None,
+    alpha1: Annotated[float | None, typer.Option(help="GLUE axial continuity along a line")]
+    = None,
+    alpha2: Annotated[float | None, typer.Option(help="GLUE axial continuity across lines")]
+    = None,
+    beta1: Annotated[float | None, typer.Option(help="GLUE lateral continuity along a line")]
+    = None,
+    beta2: Annotated[float | None, typer.Option(help="GLUE lateral continuity across lines")]
+    = None,
+    strain_window: Annotated[int | None, typer.Option(
+        help="odd LSQ strain window in samples (default 41)")] = None,
 ) -> None:
-    """Strain images of consecutive compression frames -> strain/<coarse>/ arrays and metrics."""
+    """Strain images of consecutive compression frames -> strain/<coarse>/ arrays and metrics.
+
+    Unset options keep the defaults of `analysis.strain.pipeline.estimate_strain`.
+    """
     from analysis.strain.runners import run_strain  # lazy: torch, ~1.1 s
 
     if coarse not in ("dp", "cnn"):
         _fail(f"--coarse must be dp or cnn, got {coarse!r}")
     if coarse == "cnn" and model is None:
         _fail("--coarse cnn needs --model (train one with `elastolab train-flow`)")
+    given = {"max_strain": max_strain, "alpha1": alpha1, "alpha2": alpha2, "beta1": beta1,
+             "beta2": beta2, "strain_window": strain_window,
+             "dp_axial_range": _int_pair(dp_axial_range, "--dp-axial-range"),
+             "dp_lateral_range": _int_pair(dp_lateral_range, "--dp-lateral-range")}
     with _store_errors(), progress_callback(f"strain ({coarse}+GLUE)") as progress:
         result = run_strain(store, coarse=coarse, model_path=model,  # type: ignore[arg-type]
-                            out_png_dir=png, progress=progress)
+                            out_png_dir=png, progress=progress,
+                            **{k: v for k, v in given.items() if v is not None})
     from rich.table import Table as RichTable
 
     table = RichTable(title=f"{coarse.upper()}+GLUE strain")
@@ -322,6 +346,17 @@ def strain(
     console.print(table)
     for phantom, rate in result["failure_rate"].items():
         console.print(f"failure rate {phantom}: {100 * rate:.1f} % (NCC with the best image < 0.6)")
+
+
+def _int_pair(text: str | None, option: str) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    try:
+        low, high = (int(v) for v in text.split(","))
+    except ValueError:
+        _fail(f"{option} expects LOW,HIGH (integers), got {text!r}")
+        raise
+    return low, high
 
 
 @app.command("train-flow")

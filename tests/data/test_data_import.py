@@ -258,3 +258,54 @@ def test_cli_import_names_missing_options(channel_acquisition, tmp_path: Path) -
     result = CliRunner().invoke(app, [*args, "--sound-speed", "1540"])
     assert result.exit_code == 0, result.output
     assert open_dataset(tmp_path / "s.zarr", "swei").sizes["depth"] == 30
+
+
+def test_strain_cli_takes_dp_ranges_glue_weights_and_window(tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    import analysis.strain.runners as runners
+    from lab.cli import app
+
+    seen: dict[str, object] = {}
+
+    def fake_estimate(pre, post, **kw):  # type: ignore[no-untyped-def]
+        seen.update(kw)
+        raise ValueError("stop here")
+
+    monkeypatch.setattr(runners, "estimate_strain", fake_estimate)
+    rf = np.random.default_rng(0).standard_normal((64, 8)).astype(np.float32)
+    np.save(tmp_path / "a.npy", rf)
+    np.save(tmp_path / "b.npy", rf)
+    store = import_rf_pair(tmp_path / "a.npy", tmp_path / "b.npy", tmp_path / "s.zarr",
+                           line_pitch_m=2e-4, parameters=Parameters(
+                               channel_sampling_frequency=40e6, center_frequency=6.67e6,
+                               sound_speed=1540.0, t0=0.0))
+    result = CliRunner().invoke(app, [
+        "strain", str(store), "--dp-axial-range", "-12,2", "--dp-lateral-range", "-1,1",
+        "--alpha1", "7", "--alpha2", "0.5", "--beta1", "6", "--beta2", "0.25",
+        "--strain-window", "21"])
+    assert result.exit_code == 2 and "stop here" in result.output
+    assert seen["dp_axial_range"] == (-12, 2) and seen["dp_lateral_range"] == (-1, 1)
+    assert (seen["alpha1"], seen["alpha2"], seen["beta1"], seen["beta2"]) == (7, 0.5, 6, 0.25)
+    assert seen["strain_window"] == 21 and "max_strain" not in seen
+
+
+def test_estimate_strain_uses_an_explicit_dp_axial_range() -> None:
+    from analysis.strain.pipeline import estimate_strain
+
+    phantom = BlockPhantom("h", 7.5, size_mm=(24.0, 24.0, 24.0), speckle_seed=2)
+    geom = dict(depth_mm=6.0, width_mm=6.0, n_lines=24, element_mm=0.5)
+    pre, post = (simulate_rf_frame(phantom, applied_strain=s, psnr_db=40.0,
+                                   rng_noise=np.random.default_rng(7), **geom).rf
+                 for s in (0.0, 0.01))
+    n = pre.shape[0]
+    wide = estimate_strain(pre, post, max_strain=0.05, bandpass=False)
+    # the motion is at most 1 % of the depth: a range just covering it gives the same strain
+    tight = estimate_strain(pre, post, max_strain=0.05, bandpass=False,
+                            dp_axial_range=(-int(0.012 * n) - 2, 2))
+    both = np.isfinite(wide.axial_strain) & np.isfinite(tight.axial_strain)
+    np.testing.assert_allclose(tight.axial_strain[both], wide.axial_strain[both], atol=1e-3)
+    # a range that excludes the motion cannot find it
+    wrong = estimate_strain(pre, post, max_strain=0.05, bandpass=False, dp_axial_range=(1, 4))
+    assert np.nanmean(np.abs(wrong.coarse_axial - tight.coarse_axial)) > 1.0
