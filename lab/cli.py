@@ -516,3 +516,20 @@ def import_rf_pair_cmd(
                                   center_frequency=center_frequency, sound_speed=sound_speed,
                                   t0=t0), names=parse_names(var or []), phantom_id=phantom_id)
     console.print(f"imported -> {path} (compression: 2 frames); next: elastolab strain {path}")
+
+
+@app.command("export-onnx")
+def export_onnx_cmd(
+    model: Annotated[Path, typer.Argument(help="SWEI CNN weights (.safetensors + .json card)")],
+    out: Annotated[Path, typer.Option(help="ONNX file to write (its card: OUT.json)")],
+) -> None:
+    """The SWEI CNN as ONNX (z-scoring inside the graph), checked with onnxruntime vs torch."""
+    from analysis.swei_cnn.export_onnx import export_onnx  # lazy: torch, ~1.1 s
+
+    try:
+        card = export_onnx(model, out)
+    except (FileExistsError, RuntimeError) as exc:
+        _fail(str(exc))
+        return
+    console.print(f"ONNX model written to {out} (card {out}.json); onnxruntime vs torch: max "
+                  f"|diff| {card['check']['max_abs_difference_kpa']:.2e} kPa")
