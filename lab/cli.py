@@ -533,3 +533,78 @@ def export_onnx_cmd(
         return
     console.print(f"ONNX model written to {out} (card {out}.json); onnxruntime vs torch: max "
                   f"|diff| {card['check']['max_abs_difference_kpa']:.2e} kPa")
+
+
+# -- datasets across sessions (analysis/datasets) --------------------------------------------------
+dataset_app = typer.Typer(help="Several stores as one dataset (a TOML file: stores, roles, "
+                               "label sources by gelatin batch).", no_args_is_help=True)
+app.add_typer(dataset_app, name="dataset")
+DatasetPath = Annotated[Path, typer.Argument(help="dataset file (.toml, docs/data-exchange.md)")]
+
+
+@dataset_app.command("check")
+def dataset_check(spec: DatasetPath) -> None:
+    """Validate a dataset file and list its stores, roles and label sources."""
+    from analysis.datasets.spec import load_spec
+
+    with _store_errors():
+        parsed = load_spec(spec)
+    for entry in parsed.stores:
+        console.print(f"{entry.role:10s} {entry.path}  batch {entry.batch or '(own targets)'}")
+    for source in parsed.labels:
+        console.print(f"labels     {source.store}  batch {source.batch}")
+
+
+@dataset_app.command("displacement")
+def dataset_displacement(
+    spec: DatasetPath,
+    scheduler: Annotated[str | None, typer.Option(
+        help="dask.distributed scheduler address; local Dask threads if absent")] = None,
+    workers: Annotated[int | None, typer.Option(help="stores processed at once locally")]
+    = None,
+) -> None:
+    """`analyze displacement` on every store of the dataset, one Dask task per store."""
+    from analysis.datasets.runners import run_displacement_all  # lazy: torch, ~1.1 s
+
+    with _store_errors():
+        counts = run_displacement_all(spec, scheduler_address=scheduler, num_workers=workers)
+    for path, n in counts.items():
+        console.print(f"{path}: {n} sequences computed")
+
+
+@dataset_app.command("train")
+def dataset_train(
+    spec: DatasetPath,
+    out: Annotated[Path, typer.Option(help="model file to write (.safetensors)")],
+    window: Annotated[int, typer.Option(help="window size in pixels: 65, 33, 17, 9 or 5")] = 33,
+    profile: Annotated[str, typer.Option(help="quick | paper")] = "quick",
+    seed: int = 0,
+    device: Annotated[str, typer.Option(help="cpu | cuda")] = "cpu",
+) -> None:
+    """Train the SWEI CNN on the stores with roles train/validation (test: reported)."""
+    from analysis.datasets.runners import run_train_dataset  # lazy: torch, ~1.1 s
+
+    if window not in (65, 33, 17, 9, 5) or profile not in ("quick", "paper"):
+        _fail(f"--window must be 65|33|17|9|5 and --profile quick|paper, got {window}, "
+              f"{profile!r}")
+    with _store_errors(), progress_callback(f"train w{window} ({profile})") as progress:
+        result = run_train_dataset(spec, window_px=window, profile=profile, out_model_path=out,
+                                   seed=seed, device=device, on_progress=progress)
+    console.print(f"model written to {out}")
+    console.print_json(data=result["metrics"])
+
+
+@dataset_app.command("predict")
+def dataset_predict(
+    spec: DatasetPath,
+    model: Annotated[Path, typer.Option(help="model file (.safetensors with its .json card)")],
+    roles: Annotated[str, typer.Option(help="comma-separated roles to map")] = "test,predict",
+    device: Annotated[str, typer.Option(help="cpu | cuda")] = "cpu",
+) -> None:
+    """Maps (maps/cnn_kpa) for the stores of the given roles, scored on the batch labels."""
+    from analysis.datasets.runners import run_predict_dataset  # lazy: torch, ~1.1 s
+
+    with _store_errors():
+        results = run_predict_dataset(spec, model_path=model, roles=roles.split(","),
+                                      device=device)
+    console.print_json(data={p: r["metrics"]["overall"] for p, r in results.items()})

@@ -131,3 +131,20 @@ def test_roles_need_train_and_validation(dataset: Path) -> None:
     text = dataset.read_text().replace('role = "validation"', 'role = "predict"')
     with pytest.raises(DatasetError, match="validation"):
         roles_split(load_dataset(_write(dataset.parent, text)))
+
+
+def test_cli_dataset_check_and_displacement(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from lab.cli import app
+
+    make_swei_store(tmp_path / "a.zarr", n_seq=1)
+    spec = _write(tmp_path, '[[stores]]\npath = "a.zarr"\nrole = "predict"\n')
+    result = CliRunner().invoke(app, ["dataset", "check", str(spec)])
+    assert result.exit_code == 0 and "predict" in result.output
+    result = CliRunner().invoke(app, ["dataset", "displacement", str(spec), "--workers", "1"])
+    assert result.exit_code == 0 and "sequences computed" in result.output
+    assert open_dataset(tmp_path / "a.zarr", "displacement").sizes["seq"] == 1
+    bad = _write(tmp_path, '[[stores]]\npath = "a.zarr"\nrole = "nope"\n')
+    result = CliRunner().invoke(app, ["dataset", "check", str(bad)])
+    assert result.exit_code == 2 and "role must be one of" in result.output
