@@ -607,4 +607,5 @@ def dataset_predict(
     with _store_errors():
         results = run_predict_dataset(spec, model_path=model, roles=roles.split(","),
                                       device=device)
-    console.print_json(data={p: r["metrics"]["overall"] for p, r in results.items()})
+    console.print_json(data={p: r["metrics"]["overall"] if r["metrics"] else "unscored (no "
+                             "known modulus)" for p, r in results.items()})

@@ -229,11 +229,15 @@ def run_predict(
                       attrs={"units": "kPa", "method": "swei-cnn", "window_px": card.window_px,
                              "stride": stride, "model_sha256": card.weights_sha256,
                              "keys": data.keys})
-    result: dict[str, Any] = {"path": MAP_PATH, "metrics": map_metrics(maps[idx], data, idx)}
-    if tof_path is not None and tof_path in store.root:
+    # sequences whose modulus is unknown (imported data without a label) get maps, not scores
+    known = idx[np.isfinite(data.youngs_modulus_kpa[idx])]
+    result: dict[str, Any] = {"path": MAP_PATH, "unscored_sequences": int(idx.size - known.size),
+                              "metrics": map_metrics(maps[known], data, known) if known.size
+                              else None}
+    if tof_path is not None and tof_path in store.root and known.size:
         tof = store.read_array(tof_path)
         if tof.shape == maps.shape:
-            result["tof_comparison"] = compare_with_tof(maps[idx], tof[idx], data, idx)
+            result["tof_comparison"] = compare_with_tof(maps[known], tof[known], data, known)
     return result
 
 

@@ -309,3 +309,25 @@ def test_estimate_strain_uses_an_explicit_dp_axial_range() -> None:
     # a range that excludes the motion cannot find it
     wrong = estimate_strain(pre, post, max_strain=0.05, bandpass=False, dp_axial_range=(1, 4))
     assert np.nanmean(np.abs(wrong.coarse_axial - tight.coarse_axial)) > 1.0
+
+
+def test_predict_accepts_an_imported_store(tmp_path: Path) -> None:
+    import torch
+    from data_testkit import FRAMES
+
+    from analysis.swei_cnn.io import save_model
+    from analysis.swei_cnn.model import swei_cnn
+    from analysis.swei_cnn.runners import MAP_PATH, run_predict
+
+    source = make_swei_store(tmp_path / "s.zarr", n_seq=1)
+    export_store(source, tmp_path / "one.uff", fmt="uff", what=["iq"])
+    out = import_beamformed(tmp_path / "one.uff", tmp_path / "imp.zarr", iq_convention="baseband",
+                            parameters=Parameters(sound_speed=C, initial_time=T0))
+    run_displacement(out, num_workers=1)
+    torch.manual_seed(0)
+    model = swei_cnn(5, frames=FRAMES, growth_rate=4, head_hidden=8).eval()
+    save_model(model, tmp_path / "m.safetensors")
+    result = run_predict(out, model_path=tmp_path / "m.safetensors")
+    maps = SessionStore.open(out).read_array(MAP_PATH)
+    assert np.isfinite(maps[0, 2:-2, 2:-2]).all()  # the modulus is unknown: no score, a map
+    assert result["metrics"] is None and result["unscored_sequences"] == 1
