@@ -67,6 +67,7 @@ from lab.session_lock import runner_lock
 from lab.store import ArraySpec, SessionStore, StoreError
 from protocols import compression, indentation, swei
 from protocols.common import MOTION_TIMEOUT_S
+from protocols.params import IndentationParams
 from protocols.plan import CLEARANCE_M, Plan, Unit, build_plan, check_plan
 
 log = logging.getLogger(__name__)
@@ -329,11 +330,11 @@ class SessionRunner:
             state["robot_z_m"] = float(dev.robot.tool_pose()[2])
         except DeviceError as exc:
             errors.append(f"robot lift: {exc}")
-        if unit is not None and unit.kind == "indentation":
+        if unit is not None and isinstance(unit.params, IndentationParams):
             try:
-                v = min(unit.params["retract_velocity_mm_s"],
+                v = min(unit.params.retract_velocity_mm_s,
                         self.config.safety.hexapod_velocity_max_mm_s)
-                dev.hexapod.lift(unit.params["start_z_mm"], velocity_mm_s=v,
+                dev.hexapod.lift(unit.params.start_z_mm, velocity_mm_s=v,
                                  timeout_s=MOTION_TIMEOUT_S)
                 state["hexapod_z_mm"] = float(dev.hexapod.position()["z_mm"])
             except DeviceError as exc:

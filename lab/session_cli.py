@@ -17,6 +17,7 @@ from rich.table import Table as RichTable
 from lab.config import ConfigError, load_config
 from lab.logs import console
 from lab.store import StoreError
+from protocols.params import SweiParams
 from protocols.plan import Plan
 
 session_app = typer.Typer(help="Run and resume acquisition sessions.", no_args_is_help=True,
@@ -72,9 +73,9 @@ def plot_positions(plan: object, path: Path) -> None:
     assert isinstance(plan, Plan)
     by_block: dict[str, list[tuple[float, float, int]]] = {}
     for u in plan.units:
-        if u.kind == "swei":
+        if isinstance(u.params, SweiParams):
             by_block.setdefault(u.phantom_id, []).append(
-                (u.params["x_mm"], u.params["y_mm"], u.params["position_index"]))
+                (u.params.x_mm, u.params.y_mm, u.params.position_index))
     n = max(len(by_block), 1)
     fig, axes = plt.subplots(1, n, figsize=(4 * n, 4), squeeze=False)
     for ax, (block, pts) in zip(axes[0], sorted(by_block.items()), strict=False):
