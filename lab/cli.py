@@ -16,8 +16,6 @@ from analysis.runners import run_displacement, run_labels, run_tof
 from drivers.sim.lab import serve
 from lab.config import ConfigError, load_config
 from lab.demo_context import PROFILES, DemoError
-from lab.export import FORMATS, SUFFIX, export_store
-from lab.importers import Parameters, import_beamformed, import_channel, import_rf_pair, parse_names
 from lab.info import print_info
 from lab.logs import console, setup_logging
 from lab.progress import progress_callback
@@ -396,6 +394,8 @@ def export(
     block_mb: Annotated[float, typer.Option(help="largest block held in memory (MiB)")] = 64.0,
 ) -> None:
     """Export a store's IQ, displacement, maps and labels to UFF, MAT v7.3 or HDF5 (streamed)."""
+    from lab.export import FORMATS, SUFFIX, export_store  # lazy: xarray + h5py, ~0.7 s
+
     if fmt not in FORMATS:
         _fail(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     items = [w.strip() for w in what.split(",") if w.strip()] if what else None
@@ -458,6 +458,8 @@ def import_channel_cmd(
     youngs_modulus_kpa: EOpt = None, push_lateral_mm: PushOpt = None,
 ) -> None:
     """Plane-wave channel RF (MAT or UFF) -> beamformed IQ in a new store's `swei` table."""
+    from lab.importers import Parameters, import_channel, parse_names  # lazy: ~1.1 s
+
     with _store_errors():
         given = Parameters(channel_sampling_frequency=sampling_frequency,
                            center_frequency=center_frequency, sound_speed=sound_speed, t0=t0,
@@ -487,6 +489,8 @@ def import_beamformed_cmd(
     youngs_modulus_kpa: EOpt = None, push_lateral_mm: PushOpt = None,
 ) -> None:
     """Beamformed IQ frames (UFF beamformed_data or MAT) -> a new store's `swei` table."""
+    from lab.importers import Parameters, import_beamformed, parse_names  # lazy: ~1.1 s
+
     with _store_errors():
         path = import_beamformed(
             source, out, iq_convention=iq_convention,  # type: ignore[arg-type]
@@ -509,6 +513,8 @@ def import_rf_pair_cmd(
     var: VarOpt = None, phantom_id: PhantomOpt = None,
 ) -> None:
     """Pre/post RF frames (depth sample x line) -> a new store's `compression` table."""
+    from lab.importers import Parameters, import_rf_pair, parse_names  # lazy: ~1.1 s
+
     with _store_errors():
         path = import_rf_pair(
             pre, post, out, line_pitch_m=None if line_pitch_mm is None else line_pitch_mm * 1e-3,
