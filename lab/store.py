@@ -33,6 +33,7 @@ from numpy.typing import ArrayLike, NDArray
 from zarr.codecs import BloscCodec, BloscShuffle
 
 from lab.provenance import package_version, plan_hash, provenance, utc_now
+from lab.variables import current_dims, variable_attrs
 
 log = logging.getLogger(__name__)
 
@@ -435,7 +436,7 @@ class SessionStore:
         schema = {s.name: s.schema() for s in arrays}
         if path in self.root:
             table = self.table(path)
-            if table.row_dim != row_dim or _to_json(table.schema) != _to_json(schema):
+            if table.row_dim != row_dim or not _same_schema(path, table.schema, schema):
                 raise StoreError(
                     f"{self.path}: table {path!r} exists with a different schema; this store was "
                     f"written by another configuration or version.\n  stored:   "
@@ -456,7 +457,7 @@ class SessionStore:
                 compressors=_compressor(dtype),
                 fill_value=0,
                 config={"write_empty_chunks": True},
-                attributes=_to_json(dict(spec.attrs)),
+                attributes=_to_json({**variable_attrs(spec.name), **dict(spec.attrs)}),
             )
         group.update_attributes({"row_dim": row_dim, "schema": schema, "committed_rows": 0,
                             "records": [], **_to_json(dict(attrs or {}))})
@@ -490,7 +491,8 @@ class SessionStore:
             chunks=tuple(chunks) if chunks is not None else value.shape or (1,),
             dimension_names=tuple(dims), compressors=_compressor(value.dtype),
             fill_value=0, config={"write_empty_chunks": True},
-            attributes=_to_json({**dict(attrs or {}), "allow_nan": allow_nan,
+            attributes=_to_json({**variable_attrs(name), **dict(attrs or {}),
+                                 "allow_nan": allow_nan,
                                  "written_utc": utc_now(),
                                  "elastolab_version": package_version()}),
         )
@@ -529,6 +531,21 @@ class SessionStore:
     def _check_writable(self) -> None:
         if self.mode != "a":
             raise StoreError(f"{self.path} is open read-only")
+
+
+def _same_schema(path: str, stored: Mapping[str, Any], expected: Mapping[str, Any]) -> bool:
+    """Whether a stored table schema is `expected`, allowing dimension names of earlier versions
+    (:data:`lab.variables.LEGACY_DIMS`): a store written before a rename keeps appending."""
+    stored, expected = _to_json(dict(stored)), _to_json(dict(expected))
+    if stored == expected:
+        return True
+    if set(stored) != set(expected):
+        return False
+    for name, spec in stored.items():
+        renamed = {**spec, "dims": list(current_dims(path, name, tuple(spec["dims"])))}
+        if renamed != expected[name]:
+            return False
+    return True
 
 
 def _with_all_chunks(array: zarr.Array) -> zarr.Array:

@@ -68,8 +68,12 @@ def swei_table_arrays(frames: int, depth: int, lateral: int, *,
 
     Parameters
     ----------
-    frames, depth, lateral : int
-        Shape of one sequence's IQ, reference frame included (``frames`` = F + 1).
+    frames : int
+        F, the tracked frames after the push; one sequence's IQ holds F + 1 acquired frames
+        (dimension ``acquired_frame``, 0 = the pre-push reference). ``frames`` means F
+        everywhere (config, displacement, CNN), see :mod:`lab.variables`.
+    depth, lateral : int
+        Image pixels of one frame.
     rf_shape : tuple of int, optional
         Shape (frame, sample, element) of one sequence's int16 channel RF when it is recorded;
         None leaves the ``rf`` array out.
@@ -84,10 +88,11 @@ def swei_table_arrays(frames: int, depth: int, lateral: int, *,
     # One sequence per chunk-row, split into about five frame blocks: Zarr compresses the
     # blocks concurrently, which made appends ~3.7x faster than one 42 MB chunk
     # (bench/store_write.py); readers of a whole sequence are unaffected.
-    frames_per_chunk = max(1, math.ceil(frames / IQ_FRAME_BLOCKS))
+    acquired = frames + 1
+    frames_per_chunk = max(1, math.ceil(acquired / IQ_FRAME_BLOCKS))
     arrays = [
-        ArraySpec("iq", (frames, depth, lateral), "complex64",
-                  ("seq", "frame", "depth", "lateral"),
+        ArraySpec("iq", (acquired, depth, lateral), "complex64",
+                  ("seq", "acquired_frame", "depth", "lateral"),
                   inner_chunks=(frames_per_chunk, depth, lateral)),
         ArraySpec("push_index", (), "int16", ("seq",)),
         ArraySpec("push_element", (), "int16", ("seq",)),
@@ -99,12 +104,13 @@ def swei_table_arrays(frames: int, depth: int, lateral: int, *,
     ]
     if rf_shape is not None:
         arrays.append(ArraySpec("rf", tuple(rf_shape), "int16",
-                                ("seq", "frame", "sample", "element")))
+                                ("seq", "acquired_frame", "sample", "element")))
     return arrays
 
 
 def _tables(store: SessionStore, acq: Any) -> tuple[Any, Any]:
-    frames, depth, lateral = acq.iq.shape
+    acquired, depth, lateral = acq.iq.shape
+    frames = acquired - 1
     arrays = swei_table_arrays(frames, depth, lateral,
                                rf_shape=None if acq.rf is None else tuple(acq.rf.shape))
     attrs = {k: acq.metadata[k] for k in _TABLE_ATTRS if k in acq.metadata}
@@ -112,7 +118,7 @@ def _tables(store: SessionStore, acq: Any) -> tuple[Any, Any]:
     truth = None
     if acq.truth is not None:
         truth = store.require_table(TRUTH_TABLE, row_dim="seq", arrays=[
-            ArraySpec("displacement_m", (frames - 1, depth, lateral), "float32",
+            ArraySpec("displacement_m", (frames, depth, lateral), "float32",
                       ("seq", "frame", "depth", "lateral")),
             ArraySpec("youngs_modulus_kpa", (depth, lateral), "float32",
                       ("seq", "depth", "lateral")),
