@@ -138,8 +138,10 @@ class GuardedForceSensor:
     (and raises the watch's latched fault, if any).
     """
 
-    def __init__(self, watch: ForceWatch) -> None:
+    def __init__(self, watch: ForceWatch, *, before_bias: Callable[[], None] | None = None
+                 ) -> None:
         self.__watch = watch
+        self._before_bias = before_bias
         self.name = watch.name
 
     @property
@@ -158,6 +160,8 @@ class GuardedForceSensor:
 
     def bias(self) -> None:
         """Zero the sensor (explicit only; the probe or plate must be unloaded)."""
+        if self._before_bias is not None:
+            self._before_bias()
         self.__watch.bias()
 
     def check_setpoint(self, force_n: float) -> None:
@@ -181,6 +185,7 @@ class GuardedRobot:
         self._zones = tuple(contact_zones)
         self._lock = lock or threading.RLock()
         self.near_contact_speed_max_m_s = safety.robot_speed_max_m_s
+        self._biased = False
         self.name = robot.name
 
     def _raise_if_tripped(self) -> None:
@@ -211,13 +216,34 @@ class GuardedRobot:
                                          f"(0, {cap_a}] m/s^2 (refused)")
         self.__robot.check(target, speed_m_s=speed_m_s, acceleration_m_s2=acceleration_m_s2)
 
+    def in_contact_zone(self) -> bool:
+        """True while the tool stands in a contact zone (it may touch a phantom)."""
+        here = self.tool_pose()[:3]
+        return any(z.crossed_by(here, here) for z in self._zones)
+
+    def prepare_bias(self) -> None:
+        """Called before the probe sensor is biased: refuses in a contact zone (the bias must be
+        taken unloaded), then allows moves into the zones until the next :meth:`forget_bias`."""
+        if self.in_contact_zone():
+            raise SafetyError(self.name, "bias refused: the probe is in a contact zone; bias the "
+                                         "sensor in air (above the phantom)")
+        self._biased = True
+
+    def forget_bias(self) -> None:
+        """Refuse moves into the contact zones until the probe sensor is biased again."""
+        self._biased = False
+
     def _check_near_contact(self, here: NDArray[np.float64], target: NDArray[np.float64],
                             speed_m_s: float) -> None:
         lifting = (target[2] >= here[2] and np.allclose(target[:2], here[:2], atol=1e-7)
                    and np.allclose(target[3:], here[3:], atol=1e-7))
-        if lifting or speed_m_s <= self.near_contact_speed_max_m_s:
+        if lifting or not any(z.crossed_by(here[:3], target[:3]) for z in self._zones):
             return
-        if any(z.crossed_by(here[:3], target[:3]) for z in self._zones):
+        if not self._biased:
+            raise SafetyError(self.name, "move near a phantom refused: the probe sensor was not "
+                                         "biased in air since the force watch was armed (its "
+                                         "offset would shift the force limit)")
+        if speed_m_s > self.near_contact_speed_max_m_s:
             raise SafetyError(self.name, f"speed {speed_m_s} m/s near a phantom is above the "
                               f"near-contact cap {self.near_contact_speed_max_m_s:.4g} m/s (the "
                               "force limit could be overshot by more than 5 %; refused)")
@@ -518,7 +544,7 @@ class Guard:
         for watch in self._watches:  # any trip stops all motion
             watch.on_trip(robot.stop)
             watch.on_trip(hexapod.stop)
-        probe_sensor = GuardedForceSensor(self._probe)
+        probe_sensor = GuardedForceSensor(self._probe, before_bias=robot.prepare_bias)
         ultrasound = GuardedUltrasound(lab.ultrasound, safety=safety, probe_sensor=probe_sensor,
                                        clock=clock)
         self._robot = robot
@@ -549,6 +575,7 @@ class Guard:
         drivers.base.DeviceError
             A stream did not start; motion stays refused.
         """
+        self._robot.forget_bias()
         for watch in self._watches:
             watch.start()
 

@@ -209,13 +209,15 @@ def run_session(
     if problems:
         raise SessionError("the plan breaks the safety limits; nothing was started:\n  "
                            + "\n  ".join(problems))
-    store = SessionStore.create(store_path, config=config.model_dump(mode="json"),
-                                plan=plan.to_json())
-    with runner_lock(store.path):
-        store.root.require_group("phantoms").update_attributes(
+    def prepare(new: SessionStore) -> None:  # before the store becomes visible (atomic)
+        new.root.require_group("phantoms").update_attributes(
             {"phantoms": phantom_table(config, plan.layout)})
-        store.set_attrs(status="running", message="",
-                        progress={"completed": [], "table_records": {}})
+        new.set_attrs(status="running", message="",
+                      progress={"completed": [], "table_records": {}})
+
+    store = SessionStore.create(store_path, config=config.model_dump(mode="json"),
+                                plan=plan.to_json(), prepare=prepare)
+    with runner_lock(store.path):
         runner = SessionRunner(store, config, plan, devices_factory=devices_factory,
                                show_progress=show_progress, interactive=interactive,
                                retry_delay_s=retry_delay_s)

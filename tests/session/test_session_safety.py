@@ -8,8 +8,8 @@ import pytest
 from drivers.robot.contact import ContactLogic
 from drivers.ultrasound.sequences import PlaneWaveSequence, PushSequence
 from lab.config import parse_config
-from lab.force_bounds import max_overshoot_n, probe_contact_stiffness_n_per_m
 from lab.devices import build_devices
+from lab.force_bounds import max_overshoot_n, probe_contact_stiffness_n_per_m
 from lab.safety import ForceLimitError, Guard, SafetyError
 from lab.session import SessionError, run_session
 from lab.store import SessionStore
