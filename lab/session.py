@@ -87,7 +87,7 @@ SAFE_LIFT_ACCELERATION_M_S2 = 0.1
 SENSOR_CODES = {"probe_sensor": 0, "indenter_sensor": 1}
 #: Force samples kept in memory before they are written to ``force_log`` mid-attempt (so a
 #: killed attempt leaves its evidence up to the last flush).
-FORCE_LOG_FLUSH_SAMPLES = 4000
+FORCE_LOG_FLUSH_SAMPLES = 1000
 #: Margin (m) around a phantom (and the probe face's half-length) of the near-contact zones.
 CONTACT_ZONE_MARGIN_M = 0.003
 #: Half the longest side of the probe face (40 mm), m.
