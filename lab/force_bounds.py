@@ -9,7 +9,10 @@ latency ``L`` (host, link and controller) to start braking and then brakes at ``
 crossed ``F_max`` at most one period before the sample that saw it, so the force reached is at
 most
 
-    F_peak <= F_max + k * (v * (T + L) + v^2 / (2 a))
+    F_peak <= F_max + k * (v * (T + L) + v^2 / (2 a)) + e
+
+where ``e`` is the reading error of the sensor (noise and quantisation: the watch compares the
+reading, not the true force; about 4 sigma + one resolution step, :func:`reading_error_n`).
 
 A stale sample counts like a missing one: the watch trips when its newest sample is older than
 :func:`stale_bound_s` (which already contains the one period of the bound above).
@@ -68,8 +71,15 @@ def stale_bound_s(sample_period_s: float, *, samples: float = STALE_SAMPLES) -> 
     return _positive("samples", samples) * _positive("sample_period_s", sample_period_s)
 
 
+def reading_error_n(noise_n: float, resolution_n: float) -> float:
+    """Largest plausible gap between a force reading and the true force (N): 4 sigma of the
+    noise plus one quantisation step."""
+    return 4.0 * _non_negative("noise_n", noise_n) + _non_negative("resolution_n", resolution_n)
+
+
 def max_overshoot_n(speed_m_s: float, *, sample_period_s: float, stiffness_n_per_m: float,
-                    stop_latency_s: float = 0.0, deceleration_m_s2: float = math.inf) -> float:
+                    stop_latency_s: float = 0.0, deceleration_m_s2: float = math.inf,
+                    reading_error_n: float = 0.0) -> float:
     """Largest force (N) above the limit reached before the stop: see the module docstring.
 
     Parameters
@@ -84,11 +94,13 @@ def max_overshoot_n(speed_m_s: float, *, sample_period_s: float, stiffness_n_per
         Time from the tripping sample to the start of braking, s (>= 0; 0 in simulation).
     deceleration_m_s2 : float
         Braking deceleration, m/s^2 (> 0; ``inf`` = stops at once, as the simulator does).
+    reading_error_n : float
+        Reading error of the sensor, N (>= 0; see :func:`reading_error_n`).
 
     Returns
     -------
     overshoot_n : float
-        ``k (v (T + L) + v^2 / (2 a))``.
+        ``k (v (T + L) + v^2 / (2 a)) + e``.
     """
     v = _non_negative("speed_m_s", speed_m_s)
     period = _positive("sample_period_s", sample_period_s)
@@ -97,7 +109,8 @@ def max_overshoot_n(speed_m_s: float, *, sample_period_s: float, stiffness_n_per
     if not deceleration_m_s2 > 0:
         raise ValueError(f"deceleration_m_s2 must be > 0, got {deceleration_m_s2!r}")
     braking_m = 0.0 if math.isinf(deceleration_m_s2) else v * v / (2.0 * deceleration_m_s2)
-    return k * (v * (period + latency) + braking_m)
+    return k * (v * (period + latency) + braking_m) + _non_negative("reading_error_n",
+                                                                    reading_error_n)
 
 
 def max_contact_speed_m_s(limit_n: float, *, sample_period_s: float, stiffness_n_per_m: float,
