@@ -23,8 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import parser, write_results
 
 from drivers.force.spec import NANO17, NANO43
-from drivers.sim.contact import flat_punch_stiffness_n_per_mm
-from drivers.sim.phantom import CylinderPhantom, youngs_modulus_kpa
+from drivers.sim.phantom import CylinderPhantom
 from lab.config import parse_config
 from lab.devices import build_devices
 from lab.force_bounds import (
@@ -34,6 +33,7 @@ from lab.force_bounds import (
     probe_contact_stiffness_n_per_m,
     reading_error_n,
 )
+from lab.gelatin import flat_punch_stiffness_n_per_mm, youngs_modulus_kpa
 from lab.safety import ForceWatchError, Guard
 from protocols.common import surface_pose, travel_to
 from protocols.plan import build_plan
@@ -76,11 +76,11 @@ def probe_press(kind: str, *, rate_hz: float, gelatin_percent: float, speed_m_s:
     try:
         guard.set_mode(kind)
         dev = guard.devices
-        travel_to(dev, p["above_pose"], travel_z_m=p["travel_pose"][2],
-                  speed_m_s=p["travel_speed_m_s"], acceleration_m_s2=p["acceleration_m_s2"])
+        travel_to(dev, p.above_pose, travel_z_m=p.travel_pose[2],
+                  speed_m_s=p.travel_speed_m_s, acceleration_m_s2=p.acceleration_m_s2)
         dev.probe_sensor.bias()
         peak, _ = _peak(lab)
-        deep = surface_pose(p["origin_m"], p["x_mm"], p["y_mm"])
+        deep = surface_pose(p.origin_m, p.x_mm, p.y_mm)
         deep[2] -= 0.01
         dev.robot.move_linear(deep, speed_m_s=speed_m_s,
                               acceleration_m_s2=cfg.safety.robot_acceleration_max_m_s2)

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 
-from drivers.sim.contact import flat_punch_stiffness_n_per_mm
+from lab.gelatin import flat_punch_stiffness_n_per_mm
 
 #: Share of the force limit that an overshoot may reach on the stiffest configured phantom.
 OVERSHOOT_FRACTION = 0.05

@@ -37,7 +37,6 @@ that limits held, faults included.
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import os
 import signal
@@ -60,16 +59,18 @@ from rich.text import Text
 from drivers.base import DeviceError
 from drivers.force.spec import NANO17, NANO43
 from drivers.robot.contact import STIFFEST_CONTACT_N_PER_M
-from drivers.sim.phantom import youngs_modulus_kpa
 from lab.config import BlockConfig, CylinderConfig, SessionConfig, parse_config
 from lab.devices import LabDevices, build_devices
 from lab.force_bounds import cylinder_stiffness_n_per_m, probe_contact_stiffness_n_per_m
+from lab.gelatin import youngs_modulus_kpa
 from lab.logs import attach_log_file, console, detach_log_file
+from lab.provenance import plan_hash, utc_now
 from lab.safety import ContactZone, Guard, SafetyError
 from lab.session_lock import runner_lock
-from lab.store import ArraySpec, SessionStore, StoreError, plan_hash
+from lab.store import ArraySpec, SessionStore, StoreError
 from protocols import compression, indentation, swei
 from protocols.common import MOTION_TIMEOUT_S
+from protocols.params import IndentationParams
 from protocols.plan import CLEARANCE_M, Plan, Unit, build_plan, check_plan
 
 log = logging.getLogger(__name__)
@@ -113,10 +114,6 @@ class SessionResult:
     total: int
     message: str
     store_path: Path
-
-
-def _utc_now() -> str:
-    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
 def phantom_table(config: SessionConfig, layout: dict[str, list[float]]) -> list[dict[str, Any]]:
@@ -403,11 +400,11 @@ class SessionRunner:
             state["robot_z_m"] = float(dev.robot.tool_pose()[2])
         except DeviceError as exc:
             errors.append(f"robot lift: {exc}")
-        if unit is not None and unit.kind == "indentation":
+        if unit is not None and isinstance(unit.params, IndentationParams):
             try:
-                v = min(unit.params["retract_velocity_mm_s"],
+                v = min(unit.params.retract_velocity_mm_s,
                         self.config.safety.hexapod_velocity_max_mm_s)
-                dev.hexapod.lift(unit.params["start_z_mm"], velocity_mm_s=v,
+                dev.hexapod.lift(unit.params.start_z_mm, velocity_mm_s=v,
                                  timeout_s=MOTION_TIMEOUT_S)
                 state["hexapod_z_mm"] = float(dev.hexapod.position()["z_mm"])
             except DeviceError as exc:
@@ -426,7 +423,7 @@ class SessionRunner:
                 self.store.append_event(INTERRUPTIONS, event)
             sessions = list(self.store.attrs.get("sessions", []))
             if sessions:
-                sessions[-1] = {**sessions[-1], "stop_utc": _utc_now(), "outcome": status}
+                sessions[-1] = {**sessions[-1], "stop_utc": utc_now(), "outcome": status}
             self.store.set_attrs(status=status, message=message, sessions=sessions)
         except Exception as exc:  # e.g. the disk is full: the result still says what happened
             if status != "failed":
@@ -452,7 +449,7 @@ class SessionRunner:
             old_handler = signal.signal(signal.SIGINT, self._on_sigint)
         try:
             sessions = list(self.store.attrs.get("sessions", []))
-            sessions.append({"start_utc": _utc_now(), "stop_utc": None, "outcome": None,
+            sessions.append({"start_utc": utc_now(), "stop_utc": None, "outcome": None,
                              "resumed": resumed, "pid": os.getpid()})
             self.store.set_attrs(status="running", sessions=sessions)
             return self._run()

@@ -15,6 +15,7 @@ from numpy.typing import NDArray
 from drivers.base import DeviceError
 from drivers.robot.contact import ContactLogic, ContactResult
 from lab.safety import GuardedDevices
+from protocols.params import ProbeParams
 from protocols.plan import MAX_SEARCH_DEPTH_M
 
 #: Progress callback: the runner shows these fields in its live summary line.
@@ -100,7 +101,7 @@ def surface_pose(origin_m: list[float], x_mm: float, y_mm: float) -> NDArray[np.
                      np.pi, 0.0, 0.0])
 
 
-def approach_position(devices: GuardedDevices, params: dict[str, Any], *, unit_id: str,
+def approach_position(devices: GuardedDevices, params: ProbeParams, *, unit_id: str,
                       report: Report = no_report) -> tuple[ContactLogic, ContactResult]:
     """Travel above a probe unit's position, then find contact at its ``contact_force_n``.
 
@@ -110,8 +111,8 @@ def approach_position(devices: GuardedDevices, params: dict[str, Any], *, unit_i
     Parameters
     ----------
     devices : GuardedDevices
-    params : dict
-        ``Unit.params`` of an SWEI position or a compression step (:mod:`protocols.plan`):
+    params : ProbeParams
+        ``Unit.params`` of an SWEI position or a compression step (:mod:`protocols.params`):
         ``above_pose``, ``travel_pose``, ``travel_speed_m_s``, ``acceleration_m_s2``,
         ``contact_force_n``, ``approach_speed_m_s``, ``origin_m``, ``x_mm``, ``y_mm``.
     unit_id : str
@@ -124,13 +125,13 @@ def approach_position(devices: GuardedDevices, params: dict[str, Any], *, unit_i
     result : ContactResult
         Outcome of the approach (contact pose and force).
     """
-    accel = params["acceleration_m_s2"]
+    accel = params.acceleration_m_s2
     report(phase="travel", unit=unit_id)
-    travel_to(devices, params["above_pose"], travel_z_m=params["travel_pose"][2],
-              speed_m_s=params["travel_speed_m_s"], acceleration_m_s2=accel)
+    travel_to(devices, params.above_pose, travel_z_m=params.travel_pose[2],
+              speed_m_s=params.travel_speed_m_s, acceleration_m_s2=accel)
     report(phase="approach")
-    contact = contact_logic(devices, target_force_n=params["contact_force_n"],
-                            search_speed_m_s=params["approach_speed_m_s"],
+    contact = contact_logic(devices, target_force_n=params.contact_force_n,
+                            search_speed_m_s=params.approach_speed_m_s,
                             acceleration_m_s2=accel, max_travel_m=MAX_SEARCH_DEPTH_M)
-    result = contact.approach(surface_pose(params["origin_m"], params["x_mm"], params["y_mm"]))
+    result = contact.approach(surface_pose(params.origin_m, params.x_mm, params.y_mm))
     return contact, result

@@ -21,10 +21,10 @@ from typing import Any
 
 import zarr
 
+from lab import store as store_module
 from lab.config import parse_config
 from lab.devices import build_devices
 from lab.session import resume_session, run_session
-from lab import store as store_module
 from lab.store import SessionStore
 
 

@@ -20,13 +20,12 @@ from session_testkit import at_clock, factory
 
 from drivers.base import DeviceTimeoutError, Wrench
 from drivers.force.base import ForceSensor, WrenchCallback
-from drivers.sim.contact import flat_punch_stiffness_n_per_mm
 from drivers.sim.faults import ForceSpike
-from drivers.sim.phantom import youngs_modulus_kpa
 from lab import session as session_module
 from lab.config import parse_config
 from lab.devices import LabDevices
 from lab.force_bounds import max_contact_speed_m_s, max_overshoot_n
+from lab.gelatin import flat_punch_stiffness_n_per_mm, youngs_modulus_kpa
 from lab.session import (
     SessionResult,
     resume_session,
@@ -139,14 +138,14 @@ def _rogue_press(speed: str | float, bias: bool = True) -> Callable[..., dict[st
 
     def run_unit(unit: Unit, devices: Any, store: Any, **_: Any) -> dict[str, Any]:
         p = unit.params
-        travel_to(devices, p["above_pose"], travel_z_m=p["travel_pose"][2],
-                  speed_m_s=p["travel_speed_m_s"], acceleration_m_s2=p["acceleration_m_s2"])
+        travel_to(devices, p.above_pose, travel_z_m=p.travel_pose[2],
+                  speed_m_s=p.travel_speed_m_s, acceleration_m_s2=p.acceleration_m_s2)
         if bias:
             devices.probe_sensor.bias()  # in air: the reading is the true load
-        deep = surface_pose(p["origin_m"], p["x_mm"], p["y_mm"])
+        deep = surface_pose(p.origin_m, p.x_mm, p.y_mm)
         deep[2] -= 0.005
         v = devices.robot.near_contact_speed_max_m_s if speed == "cap" else float(speed)
-        devices.robot.move_linear(deep, speed_m_s=v, acceleration_m_s2=p["acceleration_m_s2"])
+        devices.robot.move_linear(deep, speed_m_s=v, acceleration_m_s2=p.acceleration_m_s2)
         devices.clock.sleep(60.0)  # never waits on the move, never reads the force
         return {}
 
@@ -394,7 +393,7 @@ def test_disk_full_fails_safe_then_resumes(tmp_path, monkeypatch):
 
 def test_a_bug_in_a_protocol_fails_safe_and_recorded(tmp_path, monkeypatch):
     def buggy(unit, devices, store, **_):
-        devices.robot.move_linear(np.asarray(unit.params["travel_pose"]), speed_m_s=0.02,
+        devices.robot.move_linear(np.asarray(unit.params.travel_pose), speed_m_s=0.02,
                                   acceleration_m_s2=0.2)  # moving, then a bug
         raise ValueError("bad seed -1")
 

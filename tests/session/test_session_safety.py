@@ -76,14 +76,14 @@ def test_a_rogue_protocol_cannot_press_past_the_limit(lab):
     dev = guard.devices
     unit = build_plan(cfg).units[0]
     p = unit.params
-    travel_to(dev, p["above_pose"], travel_z_m=p["travel_pose"][2], speed_m_s=0.04,
+    travel_to(dev, p.above_pose, travel_z_m=p.travel_pose[2], speed_m_s=0.04,
               acceleration_m_s2=0.2)
     guard.drain_force_log()
     rogue = ContactLogic(robot=dev.robot, sensor=dev.probe_sensor, clock=dev.clock,
                          target_force_n=3.0, tolerance_n=0.05, max_force_n=10.0,
                          search_speed_m_s=0.001, max_travel_m=0.005)
     with pytest.raises(ForceLimitError, match=r"limit 2\.0 N"):
-        rogue.approach(surface_pose(p["origin_m"], p["x_mm"], p["y_mm"]))
+        rogue.approach(surface_pose(p.origin_m, p.x_mm, p.y_mm))
     z_trip = devices.world.robot_pose()[2]
     devices.clock.sleep(1.0)
     assert not devices.world.robot_moving()  # stopped by the watchdog, not by the protocol
@@ -110,11 +110,11 @@ def test_push_duty_cycle_and_contact_are_enforced(lab):
         dev.ultrasound.acquire_swei(PushSequence(center_element=64), imaging)
     unit = build_plan(cfg).units[0]
     p = unit.params
-    travel_to(dev, p["above_pose"], travel_z_m=p["travel_pose"][2], speed_m_s=0.04,
+    travel_to(dev, p.above_pose, travel_z_m=p.travel_pose[2], speed_m_s=0.04,
               acceleration_m_s2=0.2)
     contact = ContactLogic(robot=dev.robot, sensor=dev.probe_sensor, clock=dev.clock,
                            max_force_n=1.0)
-    contact.approach(surface_pose(p["origin_m"], p["x_mm"], p["y_mm"]))
+    contact.approach(surface_pose(p.origin_m, p.x_mm, p.y_mm))
     dev.ultrasound.acquire_swei(PushSequence(center_element=64), imaging)
     with pytest.raises(SafetyError, match="duty cycle"):
         dev.ultrasound.acquire_swei(PushSequence(center_element=64), imaging)
