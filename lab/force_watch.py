@@ -119,7 +119,8 @@ class ForceWatch:
         self._log_t: list[float] = []
         self._log_f: list[float] = []
         self._tripped: ForceWatchError | None = None
-        self._stream_ok = False
+        self._stream_ok = False  # samples are arriving (False after a stale trip)
+        self._started = False  # the sensor's stream was started and not yet stopped
         self._suspended = False
         self._phase_s = 0.0
         self._last_n = -1
@@ -169,6 +170,7 @@ class ForceWatch:
         self._tripped = None
         try:
             self._sensor.start_streaming(self.sample_rate_hz, callback=self._on_sample)
+            self._started = True
             with self._cond:  # the first record is sampled at the start request
                 if not self._cond.wait_for(lambda: bool(self._pending), self._stream_timeout_s):
                     raise SensorStaleError(self.name, "no first sample after starting the stream")
@@ -196,8 +198,9 @@ class ForceWatch:
             self._thread_stop.set()
             self._thread.join(timeout=5.0)
             self._thread = None
-        was_streaming, self._stream_ok = self._stream_ok, False
-        if was_streaming:
+        self._stream_ok = False
+        was_started, self._started = self._started, False
+        if was_started:
             try:
                 self._sensor.stop_streaming()
             except DeviceError as exc:
