@@ -121,6 +121,7 @@ class ForceWatch:
         self._tripped: ForceWatchError | None = None
         self._stream_ok = False  # samples are arriving (False after a stale trip)
         self._started = False  # the sensor's stream was started and not yet stopped
+        self._paused = False  # stopped on purpose while its device is at rest
         self._suspended = False
         self._phase_s = 0.0
         self._last_n = -1
@@ -163,6 +164,7 @@ class ForceWatch:
             The sensor did not start streaming (nothing may move: the watch stays tripped).
         """
         self.stop()
+        self._paused = False
         with self._cond:
             self._pending = []
         self._phase_s = self._clock.now()
@@ -206,6 +208,23 @@ class ForceWatch:
             except DeviceError as exc:
                 log.warning("%s: stopping the force stream: %s", self.name, exc)
 
+    @property
+    def paused(self) -> bool:
+        return self._paused
+
+    def pause(self) -> None:
+        """Stop the stream while the sensor's device is known at rest (nothing it could press);
+        :meth:`resume` (before that device's next motion, or a read) restarts it."""
+        if self._started and self._tripped is None:
+            self.stop()
+            self._paused = True
+
+    def resume(self) -> None:
+        """Restart a paused stream (checked from its first sample); no-op otherwise."""
+        if self._paused:
+            self._paused = False
+            self.start()
+
     def bias(self) -> None:
         """Zero the sensor: stop the stream, bias (confirmed by the sensor), restart the stream.
 
@@ -213,6 +232,7 @@ class ForceWatch:
         """
         self.raise_if_tripped()
         self.stop()
+        self._paused = False
         try:
             self._sensor.bias()
         except DeviceError as exc:
@@ -229,6 +249,7 @@ class ForceWatch:
     def latest(self) -> Wrench:
         """The newest checked sample (raises the latched fault, if any)."""
         self.raise_if_tripped()
+        self.resume()
         if not self._simulated:
             self.check_now()
         if self._latest is None:

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from drivers.base import MotionStatus, Wrench
+from drivers.base import DeviceError, MotionStatus, Wrench
 from drivers.force.base import ForceSensor
 from drivers.hexapod.base import AXIS_KEYWORDS, Hexapod
 from drivers.robot.base import Robot
@@ -118,16 +118,28 @@ class ContactZone:
 
 
 def _guarded_status(inner: MotionStatus, watches: Sequence[ForceWatch], clock: Clock,
-                    device: str) -> MotionStatus:
-    """A status whose every poll first raises a latched force-watch trip."""
+                    device: str, on_done: Callable[[], None]) -> MotionStatus:
+    """A status whose every poll first raises a latched force-watch trip; ``on_done`` is called
+    when the motion is seen finished."""
 
     def poll() -> tuple[bool, bool]:
         for w in watches:
             w.raise_if_tripped()
-        return inner.done, inner.success
+        done, success = inner.done, inner.success
+        if done:
+            on_done()
+        return done, success
 
     return MotionStatus(device, clock, poll, poll_interval_s=inner.poll_interval_s,
                         command=inner.command)
+
+
+def _resume_blind(watch: ForceWatch) -> None:
+    """Restart a paused stream before a retract, which may go ahead without it."""
+    try:
+        watch.resume()
+    except DeviceError as exc:
+        log.warning("%s: retracting without the force stream: %s", watch.name, exc)
 
 
 # -- force sensor ----------------------------------------------------------------------------------
@@ -176,9 +188,11 @@ class GuardedRobot:
     """The robot as protocols see it: workspace box, speed caps, force-watched motion."""
 
     def __init__(self, robot: Robot, *, safety: SafetyConfig, watches: Sequence[ForceWatch],
-                 clock: Clock, contact_zones: Sequence[ContactZone] = (),
+                 own_watch: ForceWatch, clock: Clock, contact_zones: Sequence[ContactZone] = (),
                  lock: threading.RLock | None = None) -> None:
         self.__robot = robot
+        self._own_watch = own_watch
+        self.moving = False  # a motion was sent and not yet seen finished
         self._safety = safety
         self._watches = tuple(watches)
         self._clock = clock
@@ -269,9 +283,14 @@ class GuardedRobot:
         target = np.asarray(pose, dtype=np.float64)
         with self._lock:
             self._check_near_contact(self.__robot.tool_pose(), target, speed_m_s)
+            self._own_watch.resume()
+            self.moving = True
             inner = self.__robot.move_linear(target, speed_m_s=speed_m_s,
                                              acceleration_m_s2=acceleration_m_s2)
-        return _guarded_status(inner, self._watches, self._clock, self.name)
+        return _guarded_status(inner, self._watches, self._clock, self.name, self._finished)
+
+    def _finished(self) -> None:
+        self.moving = False
 
     def lift(self, z_m: float, *, speed_m_s: float, acceleration_m_s2: float,
              timeout_s: float) -> None:
@@ -288,10 +307,13 @@ class GuardedRobot:
         target = here.copy()
         target[2] = z_m
         self.check(target, speed_m_s=speed_m_s, acceleration_m_s2=acceleration_m_s2)
+        _resume_blind(self._own_watch)
         with self._lock:
+            self.moving = True
             status = self.__robot.move_linear(target, speed_m_s=speed_m_s,
                                               acceleration_m_s2=acceleration_m_s2)
         status.wait(timeout_s)
+        self.moving = False
 
     def tool_pose(self) -> NDArray[np.float64]:
         with self._lock:
@@ -324,9 +346,11 @@ class GuardedHexapod:
     """The hexapod as protocols see it: soft limits, velocity cap, force-watched motion."""
 
     def __init__(self, hexapod: Hexapod, *, safety: SafetyConfig, watches: Sequence[ForceWatch],
-                 clock: Clock, velocity_max_mm_s: float | None = None,
+                 own_watch: ForceWatch, clock: Clock, velocity_max_mm_s: float | None = None,
                  lock: threading.RLock | None = None) -> None:
         self.__hexapod = hexapod
+        self._own_watch = own_watch
+        self.moving = False  # a motion was sent and not yet seen finished
         self._safety = safety
         self._watches = tuple(watches)
         self._clock = clock
@@ -358,16 +382,23 @@ class GuardedHexapod:
         self._raise_if_tripped()
         self.check(**axes)
         with self._lock:
+            self._own_watch.resume()
+            self.moving = True
             inner = self.__hexapod.move_to(**axes)
-        return _guarded_status(inner, self._watches, self._clock, self.name)
+        return _guarded_status(inner, self._watches, self._clock, self.name, self._finished)
+
+    def _finished(self) -> None:
+        self.moving = False
 
     def move_relative(self, **axes: float) -> MotionStatus:
         self._raise_if_tripped()
         here = self.position()
         self.check(**{k: here[k] + v for k, v in axes.items()})
         with self._lock:
+            self._own_watch.resume()
+            self.moving = True
             inner = self.__hexapod.move_relative(**axes)
-        return _guarded_status(inner, self._watches, self._clock, self.name)
+        return _guarded_status(inner, self._watches, self._clock, self.name, self._finished)
 
     def lift(self, z_mm: float, *, velocity_mm_s: float, timeout_s: float) -> None:
         """Move the plate up (+Z) to ``z_mm``; allowed while a trip is latched (it only unloads)."""
@@ -376,10 +407,13 @@ class GuardedHexapod:
             return
         self.check(z_mm=z_mm)
         self._check_velocity(velocity_mm_s)
+        _resume_blind(self._own_watch)
         with self._lock:
+            self.moving = True
             self.__hexapod.set_velocity(velocity_mm_s)
             status = self.__hexapod.move_to(z_mm=z_mm)
         status.wait(timeout_s)
+        self.moving = False
 
     def _check_velocity(self, velocity_mm_s: float) -> None:
         cap = self.velocity_max_mm_s
@@ -415,8 +449,10 @@ class GuardedHexapod:
     def reference(self) -> MotionStatus:
         self._raise_if_tripped()
         with self._lock:
+            self._own_watch.resume()
+            self.moving = True
             inner = self.__hexapod.reference()
-        return _guarded_status(inner, self._watches, self._clock, self.name)
+        return _guarded_status(inner, self._watches, self._clock, self.name, self._finished)
 
 
 # -- ultrasound ------------------------------------------------------------------------------------
@@ -537,9 +573,10 @@ class Guard:
                 safety.indentation_force_limit_n,
                 sample_period_s=self._indenter.sample_period_s,
                 stiffness_n_per_m=stiffest_cylinder_n_per_m, stop_latency_s=stop_latency_s)
-        robot = GuardedRobot(lab.robot, safety=safety, watches=self._watches, clock=clock,
-                             contact_zones=contact_zones)
-        hexapod = GuardedHexapod(lab.hexapod, safety=safety, watches=self._watches, clock=clock,
+        robot = GuardedRobot(lab.robot, safety=safety, watches=self._watches,
+                             own_watch=self._probe, clock=clock, contact_zones=contact_zones)
+        hexapod = GuardedHexapod(lab.hexapod, safety=safety, watches=self._watches,
+                                 own_watch=self._indenter, clock=clock,
                                  velocity_max_mm_s=hexapod_cap)
         for watch in self._watches:  # any trip stops all motion
             watch.on_trip(robot.stop)
@@ -548,6 +585,7 @@ class Guard:
         ultrasound = GuardedUltrasound(lab.ultrasound, safety=safety, probe_sensor=probe_sensor,
                                        clock=clock)
         self._robot = robot
+        self._hexapod = hexapod
         self.devices = GuardedDevices(robot, probe_sensor, hexapod,
                                       GuardedForceSensor(self._indenter), ultrasound, clock,
                                       lab.operator)
@@ -592,7 +630,19 @@ class Guard:
 
     def set_mode(self, kind: str) -> None:
         """Activate the probe force limit of protocol ``kind`` (compression allows more) and the
-        near-contact speed cap that keeps its overshoot within 5 %."""
+        near-contact speed cap that keeps its overshoot within 5 %.
+
+        The stream of the sensor whose device the protocol does not use is paused while that
+        device is known at rest (its last motion seen finished); any motion command, read or
+        bias on it restarts the stream first.
+        """
+        uses_probe = kind != "indentation"
+        for watch, device, used in ((self._probe, self._robot, uses_probe),
+                                    (self._indenter, self._hexapod, not uses_probe)):
+            if used:
+                watch.resume()
+            elif not device.moving:
+                watch.pause()
         limit = (self.safety.compression_force_max_n if kind == "compression"
                  else self.safety.probe_force_max_n)
         self._probe.set_limit(limit)

@@ -36,15 +36,15 @@ def _assert_complete_and_exact(path):
 
 
 def _assert_force_log_complete(store, plan):
-    """Every unit has the force samples of its completed attempt, with samples of both
-    sensors, and the records tile the table's rows."""
+    """Every unit has the force samples of its completed attempt, with samples of the sensor
+    its protocol presses with, and the records tile the table's rows."""
     log = store.table("force_log")
     complete = [r for r in log.records if r["meta"]["outcome"] == "complete"]
     assert sorted({r["meta"]["unit_id"] for r in complete}) == sorted(plan.unit_ids())
     sensor = log.read("sensor")
     for r in complete:
         codes = set(sensor[r["start"]:r["stop"]].tolist())
-        assert codes == {0, 1}, r["key"]
+        assert (1 if r["meta"]["unit_id"].startswith("indentation") else 0) in codes, r["key"]
     starts = [r["start"] for r in log.records]
     stops = [r["stop"] for r in log.records]
     assert starts[0] == 0 and starts[1:] == stops[:-1] and stops[-1] == log.committed_rows
