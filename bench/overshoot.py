@@ -53,7 +53,7 @@ def _config(rate_hz: float, gelatin_percent: float) -> Any:
     return parse_config(data)
 
 
-def _peak(lab: Any) -> tuple[list[float], list[float]]:
+def _peak(lab: Any) -> list[float]:
     """Peak true forces ``[probe, plate]`` (N), updated at every clock step from now on."""
     peak = [0.0, 0.0]
 
@@ -62,7 +62,20 @@ def _peak(lab: Any) -> tuple[list[float], list[float]]:
         peak[1] = max(peak[1], lab.world.cylinder_force_n())
 
     lab.clock.on_advance(record)
-    return peak, peak
+    return peak
+
+
+def _press_until_trip(lab: Any, guard: Guard, duration_s: float) -> str:
+    """Sleep while the commanded press runs; the force watch's error name ('' if none).
+    Closes the guard and the lab."""
+    try:
+        guard.devices.clock.sleep(duration_s)
+    except ForceWatchError as exc:
+        return type(exc).__name__
+    finally:
+        guard.close()
+        lab.close()
+    return ""
 
 
 def probe_press(kind: str, *, rate_hz: float, gelatin_percent: float, speed_m_s: float
@@ -73,26 +86,18 @@ def probe_press(kind: str, *, rate_hz: float, gelatin_percent: float, speed_m_s:
     p = unit.params
     lab = build_devices(cfg)
     guard = Guard(lab, cfg.safety, sample_rate_hz=rate_hz, stream_timeout_s=2.0)
-    try:
-        guard.set_mode(kind)
-        dev = guard.devices
-        travel_to(dev, p.above_pose, travel_z_m=p.travel_pose[2],
-                  speed_m_s=p.travel_speed_m_s, acceleration_m_s2=p.acceleration_m_s2)
-        dev.probe_sensor.bias()
-        peak, _ = _peak(lab)
-        deep = surface_pose(p.origin_m, p.x_mm, p.y_mm)
-        deep[2] -= 0.01
-        dev.robot.move_linear(deep, speed_m_s=speed_m_s,
-                              acceleration_m_s2=cfg.safety.robot_acceleration_max_m_s2)
-        tripped = ""
-        try:
-            dev.clock.sleep(0.03 / speed_m_s)
-        except ForceWatchError as exc:
-            tripped = type(exc).__name__
-        limit = dev.probe_sensor.limit_n
-    finally:
-        guard.close()
-        lab.close()
+    guard.set_mode(kind)
+    dev = guard.devices
+    limit = dev.probe_sensor.limit_n
+    travel_to(dev, p.above_pose, travel_z_m=p.travel_pose[2],
+              speed_m_s=p.travel_speed_m_s, acceleration_m_s2=p.acceleration_m_s2)
+    dev.probe_sensor.bias()
+    peak = _peak(lab)
+    deep = surface_pose(p.origin_m, p.x_mm, p.y_mm)
+    deep[2] -= 0.01
+    dev.robot.move_linear(deep, speed_m_s=speed_m_s,
+                          acceleration_m_s2=cfg.safety.robot_acceleration_max_m_s2)
+    tripped = _press_until_trip(lab, guard, 0.03 / speed_m_s)
     k_true = flat_punch_stiffness_n_per_mm(youngs_modulus_kpa(gelatin_percent),
                                            face_area_mm2=400.0) * 1e3
     return _row(kind, limit, speed_m_s, rate_hz, k_true, peak[0], tripped,
@@ -110,23 +115,15 @@ def plate_press(*, rate_hz: float, gelatin_percent: float, velocity_mm_s: float)
     cylinder = CylinderPhantom("cyl", gelatin_percent)
     lab.world.set_cylinder(cylinder, contact_z_mm=-0.2)
     guard = Guard(lab, cfg.safety, sample_rate_hz=rate_hz, stream_timeout_s=2.0)
-    try:
-        dev = guard.devices
-        dev.hexapod.servo(True)
-        dev.hexapod.reference().wait(60.0)
-        dev.indenter_sensor.bias()
-        peak = _peak(lab)[1]
-        dev.hexapod.set_velocity(velocity_mm_s)
-        dev.hexapod.move_to(z_mm=-9.0)
-        tripped = ""
-        try:
-            dev.clock.sleep(9.0 / velocity_mm_s)
-        except ForceWatchError as exc:
-            tripped = type(exc).__name__
-        limit = dev.indenter_sensor.limit_n
-    finally:
-        guard.close()
-        lab.close()
+    dev = guard.devices
+    limit = dev.indenter_sensor.limit_n
+    dev.hexapod.servo(True)
+    dev.hexapod.reference().wait(60.0)
+    dev.indenter_sensor.bias()
+    peak = _peak(lab)
+    dev.hexapod.set_velocity(velocity_mm_s)
+    dev.hexapod.move_to(z_mm=-9.0)
+    tripped = _press_until_trip(lab, guard, 9.0 / velocity_mm_s)
     k = cylinder_stiffness_n_per_m(youngs_modulus_kpa(gelatin_percent), radius_mm=10.0,
                                    height_mm=40.0)
     return _row("indentation", limit, velocity_mm_s * 1e-3, rate_hz, k, peak[1], tripped,

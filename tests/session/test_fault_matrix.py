@@ -9,14 +9,13 @@ peak, which is at the stop, is seen exactly).
 
 from __future__ import annotations
 
-import errno
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pytest
-from session_testkit import at_clock, factory
+from session_testkit import at_clock, disk_full, factory
 
 from drivers.base import DeviceTimeoutError, Wrench
 from drivers.force.base import ForceSensor, WrenchCallback
@@ -32,7 +31,7 @@ from lab.session import (
     run_session,
     stiffest_contacts_n_per_m,
 )
-from lab.store import SessionStore, Table
+from lab.store import SessionStore
 from lab.verify import verify_store
 from protocols.common import surface_pose, travel_to
 from protocols.plan import Unit
@@ -370,14 +369,7 @@ def test_hexapod_faults_mid_drive(tmp_path, fault):
 
 
 def test_disk_full_fails_safe_then_resumes(tmp_path, monkeypatch):
-    original = Table.append
-
-    def full(self, key, data, meta=None):
-        if self.name == "swei":
-            raise OSError(errno.ENOSPC, "No space left on device")
-        return original(self, key, data, meta)
-
-    monkeypatch.setattr(Table, "append", full)
+    free = disk_full(monkeypatch, "swei")
     result, truth, store = _run(tmp_path, _swei())
     assert result.status == "failed"
     assert "OSError" in result.message and "\n" not in result.message
@@ -385,7 +377,7 @@ def test_disk_full_fails_safe_then_resumes(tmp_path, monkeypatch):
     assert error["error_type"] == "OSError" and error["state"]["safe"]
     assert "Traceback" in store.log_path().read_text()
     _assert_at_rest(truth)
-    monkeypatch.setattr(Table, "append", original)  # the disk was cleaned up
+    free()  # the disk was cleaned up
     again = resume_session(tmp_path / "s.zarr", show_progress=False)
     assert again.status == "complete"
     assert verify_store(tmp_path / "s.zarr").clean

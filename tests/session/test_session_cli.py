@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from session_testkit import write_toml
+from session_testkit import disk_full, write_toml
 from typer.testing import CliRunner
 
 from lab.session_cli import session_app
@@ -67,27 +67,16 @@ def test_bad_config_and_missing_store_give_clear_errors(tmp_path):
 
 
 def test_a_full_disk_exits_1_with_one_line_and_resume_completes(tmp_path, monkeypatch):
-    import errno
-
-    from lab.store import Table
-
-    original = Table.append
-
-    def full(self, key, data, meta=None):
-        if self.name == "indentation":
-            raise OSError(errno.ENOSPC, "No space left on device")
-        return original(self, key, data, meta)
-
     config = write_toml(tiny_config_dict(protocols=("indentation",)), tmp_path / "s.toml")
     store = tmp_path / "s.zarr"
-    monkeypatch.setattr(Table, "append", full)
+    free = disk_full(monkeypatch, "indentation")
     result = runner.invoke(session_app, ["run", str(config), "--store", str(store),
                                          "--no-progress"])
     assert result.exit_code == 1
     assert "Traceback" not in result.output and "No space left on device" in result.output
     assert SessionStore.open(store).attrs["status"] == "failed"
     assert "Traceback" in (store / "logs" / "session.log").read_text()
-    monkeypatch.setattr(Table, "append", original)
+    free()
     again = runner.invoke(session_app, ["resume", str(store), "--no-progress"])
     assert again.exit_code == 0, again.output
     assert verify_store(store).clean
