@@ -12,7 +12,7 @@ import math
 import threading
 import time
 from collections.abc import Callable
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 #: Grid points within this share of a period after a time count as reached (float round-off).
 GRID_TOLERANCE = 1e-9
@@ -108,25 +108,20 @@ class SimClock:
         """
         if not (math.isfinite(period_s) and period_s > 0 and math.isfinite(phase_s)):
             raise ValueError(f"grid period must be finite and > 0, got {period_s}, {phase_s}")
-        grid = (float(period_s), float(phase_s))
-        with self._lock:
-            self._grids.append(grid)
-
-        def remove() -> None:
-            with self._lock:
-                if grid in self._grids:
-                    self._grids.remove(grid)
-
-        return remove
+        return self._register(self._grids, (float(period_s), float(phase_s)))
 
     def on_advance(self, listener: Callable[[float, float], None]) -> Callable[[], None]:
         """Register ``listener(t_from_s, t_to_s)``; returns a function that unregisters it."""
+        return self._register(self._listeners, listener)
+
+    def _register(self, items: list[Any], item: Any) -> Callable[[], None]:
+        """Append ``item`` to ``items`` under the lock; returns a function that removes it."""
         with self._lock:
-            self._listeners.append(listener)
+            items.append(item)
 
         def remove() -> None:
             with self._lock:
-                if listener in self._listeners:
-                    self._listeners.remove(listener)
+                if item in items:
+                    items.remove(item)
 
         return remove
