@@ -8,10 +8,11 @@ One unit (``indentation/{cylinder}``):
 3. drive the plate down at ``velocity_mm_s`` (0.01 mm/s), reading force and position every
    ``1 / sample_rate_hz`` (200 Hz). The force is the newest sample of the guard's watched
    stream (:class:`lab.safety.GuardedForceSensor`: no request on the wire per sample), so
-   ``sample_rate_hz`` should not exceed the sensor's ``rate_hz`` (samples would repeat). The force is tared by the mean of ``TARE_SAMPLES`` samples in
-   air (the Net F/T bias is one noisy sample, a few mN off). Contact is where the moving average
-   of ``CONTACT_SAMPLES`` samples first reaches ``contact_force_n`` (the 5 mN default is only a
-   few quantisation steps of the Nano17); ``contact_position_mm`` is the plate travel at the
+   ``sample_rate_hz`` should not exceed the sensor's ``rate_hz`` (samples would repeat). The
+   force is tared by the mean of ``TARE_SAMPLES`` samples in air (the Net F/T bias is one
+   noisy sample, a few mN off). Contact is where the moving average of ``CONTACT_SAMPLES``
+   samples first reaches ``contact_force_n`` (the 5 mN default is only a few quantisation
+   steps of the Nano17); ``contact_position_mm`` is the plate travel at the
    first sample of that window. The run ends at
    ``max_strain`` (7 %) beyond contact (``stop_reason = "strain"``) or when the force reaches
    ``force_stop_n`` (``"force_limit"``), whichever comes first; the guard's watchdog trips at
