@@ -30,9 +30,17 @@ Lifecycle of a store (root attributes):
 * Every run of the runner appends ``{"start_utc", "stop_utc", "outcome", "resumed"}`` to
   ``sessions``; logs go to ``store.log_path()`` as well as the console.
 
-Every force sample the guard's watchdogs read during a unit attempt (complete or not) is stored in
-the ``force_log`` table (one record per attempt), which is never rolled back: it is the evidence
-that limits held, faults included.
+* Any other exception (a full disk, a ``ValueError``, a bug), in a unit or while the lab is built:
+  the devices are made safe, ``{"kind": "error", ...}`` is recorded in ``interruptions`` and the
+  session ends ``failed`` with a one-line message; the traceback goes to the log file only.
+  ``resume`` continues once the cause is fixed. The store is created atomically with its status
+  and progress (:meth:`lab.store.SessionStore.create`).
+
+Every force sample the guard's force watches see during a unit attempt (complete or not) is stored
+in the ``force_log`` table, which is never rolled back: it is the evidence that limits held, faults
+included. An attempt's samples are flushed every :data:`FORCE_LOG_FLUSH_SAMPLES` (``partial``
+records) and at its end; a completed unit's record is written before its progress commit.
+See ``docs/safety.md``.
 """
 
 from __future__ import annotations
