@@ -11,9 +11,11 @@ How it runs (:mod:`docs/safety.md <lab.force_bounds>` has the bounds):
 
 * **Simulation** (a :class:`~lab.clock.SimClock`): the watch puts a step grid on the clock at
   its stream's sample times, so every advance of virtual time, however long the sleep and
-  whoever sleeps, stops at each sample time; at each one the watch waits (real time, at most
-  ``stream_timeout_s``) for the sample due there and checks it before time moves on. The
-  outcome depends only on the simulated world, never on how fast the host runs.
+  whoever sleeps, stops at each sample time; at each one, while the sensor's device may be
+  moving, the watch waits (real time, at most ``stream_timeout_s``) for the sample due there
+  and checks it before time moves on. While the device is at rest the samples are checked, all
+  of them, at the next read or motion command. The outcome depends only on the simulated
+  world, never on how fast the host runs.
 * **Hardware** (any other clock): a thread wakes every half sample period, checks the samples
   that arrived and trips when the newest one arrived longer ago than
   :func:`lab.force_bounds.stale_bound_s` (two periods).
@@ -129,6 +131,7 @@ class ForceWatch:
         self._thread: threading.Thread | None = None
         self._thread_stop = threading.Event()
         self._lock = threading.RLock()  # one checker at a time (thread or clock listener)
+        self._moving: Callable[[], bool] = lambda: True
 
     # -- configuration (owner only) ------------------------------------------------------------
     @property
@@ -250,8 +253,7 @@ class ForceWatch:
         """The newest checked sample (raises the latched fault, if any)."""
         self.raise_if_tripped()
         self.resume()
-        if not self._simulated:
-            self.check_now()
+        self.check_due()
         if self._latest is None:
             raise self.trip(SensorStaleError(self.name, "no force sample yet"))
         return self._latest.sample
@@ -316,23 +318,41 @@ class ForceWatch:
             raise self.trip(first)
 
     # -- simulation: driven by the clock -----------------------------------------------------------
+    def watch_motion_of(self, moving: Callable[[], bool]) -> None:
+        """Simulation: wait at every sample time only while ``moving()`` (the sensor's device may
+        be moving); at rest the samples are checked, all of them, at the next read or motion
+        command (:meth:`check_due`): nothing presses harder while nothing moves."""
+        self._moving = moving
+
     def on_clock(self, t_from_s: float, t_to_s: float) -> None:
-        """Clock listener: at each sample time, wait for that sample and check it."""
+        """Clock listener: at each sample time while the device moves, wait for that sample and
+        check it (and every sample before it)."""
+        if self._stream_ok and self._moving():
+            self.check_due()
+
+    def check_due(self) -> None:
+        """Wait for the sample due now (simulation) and check every sample up to it; on the
+        wall clock check what arrived and the stream's age. Raises (after stopping all motion)
+        on any problem."""
+        if not self._simulated:
+            self.check_now()
+            return
         if not self._stream_ok:
             return
         with self._lock:
-            n_due = math.floor((t_to_s - self._phase_s) / self.sample_period_s + GRID_TOLERANCE)
-            if n_due <= self._last_n:
-                return
-            self._last_n = n_due
+            now = self._clock.now()
+            n_due = math.floor((now - self._phase_s) / self.sample_period_s + GRID_TOLERANCE)
+            arrived = True
             t_due = self._phase_s + n_due * self.sample_period_s
-            horizon = t_due - GRID_TOLERANCE * self.sample_period_s
-            with self._cond:
-                arrived = self._cond.wait_for(
-                    lambda: any(a.sample.t_s >= horizon for a in self._pending),
-                    self._stream_timeout_s)
+            if n_due > self._last_n:
+                self._last_n = n_due
+                horizon = t_due - GRID_TOLERANCE * self.sample_period_s
+                with self._cond:
+                    arrived = self._cond.wait_for(
+                        lambda: any(a.sample.t_s >= horizon for a in self._pending),
+                        self._stream_timeout_s)
             try:
-                self._process(t_to_s)
+                self._process(now)
             finally:
                 if not arrived and self._stream_ok:
                     error = SensorStaleError(

@@ -284,6 +284,7 @@ class GuardedRobot:
         with self._lock:
             self._check_near_contact(self.__robot.tool_pose(), target, speed_m_s)
             self._own_watch.resume()
+            self._own_watch.check_due()  # every sample so far checked, the stream alive
             self.moving = True
             inner = self.__robot.move_linear(target, speed_m_s=speed_m_s,
                                              acceleration_m_s2=acceleration_m_s2)
@@ -383,6 +384,7 @@ class GuardedHexapod:
         self.check(**axes)
         with self._lock:
             self._own_watch.resume()
+            self._own_watch.check_due()
             self.moving = True
             inner = self.__hexapod.move_to(**axes)
         return _guarded_status(inner, self._watches, self._clock, self.name, self._finished)
@@ -396,6 +398,7 @@ class GuardedHexapod:
         self.check(**{k: here[k] + v for k, v in axes.items()})
         with self._lock:
             self._own_watch.resume()
+            self._own_watch.check_due()
             self.moving = True
             inner = self.__hexapod.move_relative(**axes)
         return _guarded_status(inner, self._watches, self._clock, self.name, self._finished)
@@ -450,6 +453,7 @@ class GuardedHexapod:
         self._raise_if_tripped()
         with self._lock:
             self._own_watch.resume()
+            self._own_watch.check_due()
             self.moving = True
             inner = self.__hexapod.reference()
         return _guarded_status(inner, self._watches, self._clock, self.name, self._finished)
@@ -581,6 +585,8 @@ class Guard:
         for watch in self._watches:  # any trip stops all motion
             watch.on_trip(robot.stop)
             watch.on_trip(hexapod.stop)
+        self._probe.watch_motion_of(lambda: robot.moving)
+        self._indenter.watch_motion_of(lambda: hexapod.moving)
         probe_sensor = GuardedForceSensor(self._probe, before_bias=robot.prepare_bias)
         ultrasound = GuardedUltrasound(lab.ultrasound, safety=safety, probe_sensor=probe_sensor,
                                        clock=clock)
