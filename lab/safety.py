@@ -548,6 +548,8 @@ class Guard:
         Axial stiffness of the stiffest cylinder (N/m); caps the hexapod velocity when given.
     stop_latency_s : float
         Time from a tripping sample to the start of braking (0 in simulation).
+    deceleration_m_s2 : float
+        Braking of the robot's stop (``inf`` in simulation: it stops at once).
     probe_range_n, indenter_range_n : float or None
         Fz range of each sensor; readings beyond it trip the watch.
     """
@@ -557,12 +559,14 @@ class Guard:
                  contact_zones: Sequence[ContactZone] = (),
                  stiffest_probe_n_per_m: float = STIFFEST_CONTACT_N_PER_M,
                  stiffest_cylinder_n_per_m: float | None = None, stop_latency_s: float = 0.0,
+                 deceleration_m_s2: float = math.inf,
                  probe_range_n: float | None = None,
                  indenter_range_n: float | None = None) -> None:
         clock = lab.clock
         self.safety = safety
         self._stiffest_probe = stiffest_probe_n_per_m
         self._stop_latency_s = stop_latency_s
+        self._deceleration_m_s2 = deceleration_m_s2
         self._probe = ForceWatch(lab.probe_sensor, limit_n=safety.probe_force_max_n, clock=clock,
                                  sample_rate_hz=sample_rate_hz, stream_timeout_s=stream_timeout_s,
                                  range_n=probe_range_n)
@@ -654,7 +658,8 @@ class Guard:
         self._probe.set_limit(limit)
         cap = max_contact_speed_m_s(limit, sample_period_s=self._probe.sample_period_s,
                                     stiffness_n_per_m=self._stiffest_probe,
-                                    stop_latency_s=self._stop_latency_s)
+                                    stop_latency_s=self._stop_latency_s,
+                                    deceleration_m_s2=self._deceleration_m_s2)
         self._robot.near_contact_speed_max_m_s = min(cap, self.safety.robot_speed_max_m_s)
 
     @property

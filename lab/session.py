@@ -46,6 +46,7 @@ See ``docs/safety.md``.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import signal
 import threading
@@ -104,6 +105,11 @@ PROBE_HALF_LENGTH_M = 0.020
 #: Simulation: real seconds the force watch waits for a due sample before calling the stream
 #: stale (a missing simulated sample is a fault, a busy host is not: be generous).
 SIM_STREAM_TIMEOUT_S = 2.0
+#: Hardware: time from a tripping sample to the start of braking beyond the watch's own wake-up
+#: (RTDE round trip and controller cycle), s.
+HARDWARE_STOP_LATENCY_S = 0.010
+#: Deceleration of the UR's stopL as the driver sends it (m/s^2).
+UR_STOP_DECELERATION_M_S2 = 10.0
 _SENSOR_SPECS = {"nano17": NANO17, "nano43": NANO43}
 
 DevicesFactory = Callable[[SessionConfig], LabDevices]
@@ -177,7 +183,12 @@ def build_guard(lab: LabDevices, config: SessionConfig, layout: dict[str, list[f
     speed caps from the stiffest configured phantoms (starts the force streams)."""
     probe_cfg, indenter_cfg = config.lab.probe_force_sensor, config.lab.indenter_force_sensor
     probe_k, cylinder_k = stiffest_contacts_n_per_m(config)
+    # the simulator stops at once; on hardware the watch thread wakes every half period and the
+    # stop command takes a link round trip, then the UR brakes at its stopL deceleration
+    latency_s = 0.0 if lab.simulated else 0.5 / probe_cfg.rate_hz + HARDWARE_STOP_LATENCY_S
     return Guard(lab, config.safety, sample_rate_hz=probe_cfg.rate_hz,
+                 stop_latency_s=latency_s,
+                 deceleration_m_s2=math.inf if lab.simulated else UR_STOP_DECELERATION_M_S2,
                  indenter_rate_hz=indenter_cfg.rate_hz,
                  stream_timeout_s=max(probe_cfg.timeout_s, indenter_cfg.timeout_s,
                                       SIM_STREAM_TIMEOUT_S if lab.simulated else 0.0),
