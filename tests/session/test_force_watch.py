@@ -4,7 +4,6 @@ wall-clock (hardware) mode of the watch."""
 from __future__ import annotations
 
 import math
-import threading
 import time
 
 import numpy as np
@@ -114,58 +113,48 @@ def test_contact_zone_segment_test():
 
 # -- hardware mode (wall clock, a streaming fake) -------------------------------------------------
 class _FakeStream:
-    """A streaming sensor that pushes ``fz()`` at ``rate_hz`` from a thread until silenced."""
+    """A streaming sensor whose samples the test pushes (``push``), as a receive thread would."""
 
     name = "fake_sensor"
 
-    def __init__(self, clock: WallClock, fz: float) -> None:
-        self.clock, self.fz, self.silent = clock, fz, False
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+    def __init__(self, clock: WallClock) -> None:
+        self.clock = clock
+        self._callback: WrenchCallback | None = None
+
+    def push(self, fz: float) -> None:
+        assert self._callback is not None
+        self._callback(Wrench(np.array([0.0, 0.0, fz]), np.zeros(3), self.clock.now()))
 
     def start_streaming(self, rate_hz: float = 200.0,
                         callback: WrenchCallback | None = None) -> None:
-        assert callback is not None
-        self._stop.clear()
-
-        def run() -> None:
-            while not self._stop.wait(1.0 / rate_hz):
-                if not self.silent:
-                    callback(Wrench(np.array([0.0, 0.0, self.fz]), np.zeros(3), self.clock.now()))
-
-        callback(Wrench(np.array([0.0, 0.0, self.fz]), np.zeros(3), self.clock.now()))
-        self._thread = threading.Thread(target=run, daemon=True)
-        self._thread.start()
+        self._callback = callback
+        self.push(0.5)  # the first record answers the start request
 
     def stop_streaming(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
+        self._callback = None
 
 
-def _wait_for_trip(watch: ForceWatch, timeout_s: float = 10.0) -> None:
+def _wait_for_trip(watch: ForceWatch, sensor: _FakeStream, fz: float | None,
+                   timeout_s: float = 20.0) -> None:
     deadline = time.monotonic() + timeout_s  # real time: the hardware mode runs on it
     while watch.tripped is None and time.monotonic() < deadline:
-        time.sleep(0.01)
+        if fz is not None:
+            sensor.push(fz)
+        time.sleep(0.05)
 
 
 @pytest.mark.parametrize("fault", ["limit", "silence", "nan"])
 def test_wall_clock_watch_stops_motion_then_raises(fault):
     clock = WallClock()
-    sensor = _FakeStream(clock, fz=0.5)
-    watch = ForceWatch(sensor, limit_n=2.0, clock=clock, sample_rate_hz=100.0, range_n=9.0)
+    sensor = _FakeStream(clock)
+    # 2 Hz: a 1 s stale bound, so a loaded host does not make the healthy stream look stale
+    watch = ForceWatch(sensor, limit_n=2.0, clock=clock, sample_rate_hz=2.0, range_n=9.0)
     stops: list[str] = []
     watch.on_trip(lambda: stops.append("robot"))
     watch.start()
     try:
         assert watch.latest().fz_n == 0.5 and watch.tripped is None
-        if fault == "limit":
-            sensor.fz = 2.5
-        elif fault == "nan":
-            sensor.fz = math.nan
-        else:
-            sensor.silent = True
-        _wait_for_trip(watch)
+        _wait_for_trip(watch, sensor, {"limit": 2.5, "nan": math.nan, "silence": None}[fault])
         expected = {"limit": ForceLimitError, "silence": SensorStaleError,
                     "nan": SensorReadingError}[fault]
         assert isinstance(watch.tripped, expected)
