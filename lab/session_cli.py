@@ -6,6 +6,7 @@ Thin commands: parse, build, call :mod:`lab.session`. The lead mounts :data:`ses
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections import Counter
 from pathlib import Path
@@ -30,6 +31,14 @@ DRY_RUN_LISTED = 40
 def _fail(message: str, code: int = 2) -> None:
     console.print(f"[red]error:[/red] {message}", highlight=False)
     raise typer.Exit(code)
+
+
+def _fail_unexpected(exc: Exception) -> None:
+    """One line for an error the runner could not record (it records all it can; see the
+    store's log file), exit status 1; the traceback goes to the log at debug level."""
+    logging.getLogger(__name__).debug("traceback", exc_info=exc)
+    text = " ".join(str(exc).split())
+    _fail(f"{type(exc).__name__}: {text}", code=1)
 
 
 def _duration(seconds: float) -> str:
@@ -131,6 +140,9 @@ def run(
     except (SessionError, StoreError) as exc:
         _fail(str(exc))
         return
+    except Exception as exc:  # anything else: one line here, the traceback at debug level
+        _fail_unexpected(exc)
+        return
     _exit_with(result)
 
 
@@ -147,6 +159,9 @@ def resume(
         result = resume_session(store, show_progress=progress, interactive=sys.stdin.isatty())
     except (SessionError, StoreError, ConfigError) as exc:
         _fail(str(exc))
+        return
+    except Exception as exc:  # anything else: one line here, the traceback at debug level
+        _fail_unexpected(exc)
         return
     _exit_with(result)
 

@@ -22,7 +22,7 @@ import datetime as dt
 import json
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -323,27 +323,48 @@ class SessionStore:
         config: Mapping[str, Any] | None = None,
         plan: Any = None,
         kind: str = "session",
+        prepare: Callable[[SessionStore], None] | None = None,
     ) -> SessionStore:
-        """Create a new store at ``path``; refuses to touch anything that already exists."""
+        """Create a new store at ``path``; refuses to touch anything that already exists.
+
+        Creation is atomic: the store is built in a hidden sibling directory
+        (``.NAME.creating-PID``), ``prepare`` (if given) adds what the store must hold before
+        anyone may see it (the runner's status and progress), and one rename puts it at
+        ``path``. A kill at any instant leaves either no store at ``path`` or a complete one
+        (a leftover hidden directory is harmless and can be deleted).
+        """
         path = Path(path)
         if path.exists():
             raise StoreError(f"{path} already exists; refusing to overwrite it (resume it or pick "
                              "another path)")
-        root = zarr.open_group(str(path), mode="w-", zarr_format=3)
-        root.update_attributes(
-            {
-                "format": STORE_FORMAT,
-                "schema_version": SCHEMA_VERSION,
-                "kind": kind,
-                **provenance(),
-                "config": _to_json(dict(config or {})),
-                "plan_hash": plan_hash(plan) if plan is not None else None,
-                "plan": _to_json(plan) if plan is not None else None,
-                "sessions": [],
-            }
-        )
-        root.require_group(LOG_DIR).attrs["description"] = "plain-text session logs"
-        return cls(path, root, "a")
+        staging = path.with_name(f".{path.name}.creating-{os.getpid()}")
+        if staging.exists():
+            _rmtree(staging)
+        root = zarr.open_group(str(staging), mode="w-", zarr_format=3)
+        try:
+            root.update_attributes(
+                {
+                    "format": STORE_FORMAT,
+                    "schema_version": SCHEMA_VERSION,
+                    "kind": kind,
+                    **provenance(),
+                    "config": _to_json(dict(config or {})),
+                    "plan_hash": plan_hash(plan) if plan is not None else None,
+                    "plan": _to_json(plan) if plan is not None else None,
+                    "sessions": [],
+                }
+            )
+            root.require_group(LOG_DIR).attrs["description"] = "plain-text session logs"
+            if prepare is not None:
+                prepare(cls(staging, root, "a"))
+            if path.exists():
+                raise StoreError(f"{path} appeared while the store was being created; left it "
+                                 "alone")
+            os.rename(staging, path)
+        except BaseException:
+            _rmtree(staging)
+            raise
+        return cls.open(path, mode="a")
 
     @classmethod
     def open(cls, path: str | os.PathLike[str], mode: Literal["r", "a"] = "r") -> SessionStore:

@@ -72,7 +72,10 @@ def retract_to(devices: GuardedDevices, z_m: float, *, speed_m_s: float,
 
 def contact_logic(devices: GuardedDevices, *, target_force_n: float, search_speed_m_s: float,
                   acceleration_m_s2: float, max_travel_m: float) -> ContactLogic:
-    """Contact logic on the guarded robot and probe watchdog; aborts above the active limit.
+    """Contact logic on the guarded robot and probe sensor; aborts above the active limit.
+
+    The search runs at ``search_speed_m_s`` or the guard's near-contact speed cap, whichever is
+    lower.
 
     Raises
     ------
@@ -80,8 +83,10 @@ def contact_logic(devices: GuardedDevices, *, target_force_n: float, search_spee
         ``target_force_n`` is not below the guard's active probe force limit.
     """
     devices.probe_sensor.check_setpoint(target_force_n)
+    # never faster near the phantom than the guard's cap (5 % overshoot on the stiffest phantom)
+    search_speed_m_s = min(search_speed_m_s, devices.robot.near_contact_speed_max_m_s)
     return ContactLogic(
-        robot=devices.robot, sensor=devices.probe_sensor, clock=devices.clock,  # type: ignore[arg-type]
+        robot=devices.robot, sensor=devices.probe_sensor, clock=devices.clock,
         target_force_n=target_force_n, tolerance_n=min(0.05, target_force_n / 4),
         max_force_n=devices.probe_sensor.limit_n, standoff_m=0.005, max_travel_m=max_travel_m,
         approach_speed_m_s=min(0.01, search_speed_m_s * 5), search_speed_m_s=search_speed_m_s,

@@ -6,10 +6,13 @@ One unit (``indentation/{cylinder}``):
 2. servo on, reference, plate to ``start_z_mm`` (``approach_gap_mm`` above the cylinder), bias
    the Nano17 with the plate in air;
 3. drive the plate down at ``velocity_mm_s`` (0.01 mm/s), reading force and position every
-   ``1 / sample_rate_hz`` (200 Hz). The force is tared by the mean of ``TARE_SAMPLES`` samples in
-   air (the Net F/T bias is one noisy sample, a few mN off). Contact is where the moving average
-   of ``CONTACT_SAMPLES`` samples first reaches ``contact_force_n`` (the 5 mN default is only a
-   few quantisation steps of the Nano17); ``contact_position_mm`` is the plate travel at the
+   ``1 / sample_rate_hz`` (200 Hz). The force is the newest sample of the guard's watched
+   stream (:class:`lab.safety.GuardedForceSensor`: no request on the wire per sample), so
+   ``sample_rate_hz`` should not exceed the sensor's ``rate_hz`` (samples would repeat). The
+   force is tared by the mean of ``TARE_SAMPLES`` samples in air (the Net F/T bias is one
+   noisy sample, a few mN off). Contact is where the moving average of ``CONTACT_SAMPLES``
+   samples first reaches ``contact_force_n`` (the 5 mN default is only a few quantisation
+   steps of the Nano17); ``contact_position_mm`` is the plate travel at the
    first sample of that window. The run ends at
    ``max_strain`` (7 %) beyond contact (``stop_reason = "strain"``) or when the force reaches
    ``force_stop_n`` (``"force_limit"``), whichever comes first; the guard's watchdog trips at
@@ -115,7 +118,7 @@ def run_unit(unit: Unit, devices: GuardedDevices, store: SessionStore, *,
     renew_at = t0 + LOOKAHEAD_S / 4
     while True:
         clock.sleep(period)
-        sample = sensor.read()  # the watchdog halts the plate above the safety limit
+        sample = sensor.read()  # the force watch halts the plate above the safety limit
         z_now = hexapod.position()["z_mm"]
         travel = start_z - z_now
         if clock.now() >= renew_at:

@@ -85,3 +85,20 @@ def failed_store(path: Path) -> Path:
     result = run_session(cfg, path, devices_factory=refuse_devices, show_progress=False)
     assert result.status == "failed"
     return result.store_path
+
+
+def disk_full(monkeypatch: Any, table: str) -> Callable[[], None]:
+    """Make every append to ``table`` fail with ENOSPC; returns a function that frees the disk."""
+    import errno
+
+    from lab.store import Table
+
+    original = Table.append
+
+    def full(self: Table, key: str, data: Any, meta: Any = None) -> int:
+        if self.name == table:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return original(self, key, data, meta)
+
+    monkeypatch.setattr(Table, "append", full)
+    return lambda: monkeypatch.setattr(Table, "append", original)
