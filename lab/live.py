@@ -163,6 +163,7 @@ class LiveState:
         self._units = {u.unit_id: u for u in units}
         self._totals = Counter(u.kind for u in units)
         self._lock = threading.Lock()
+        self._force_lock = threading.Lock()  # the ring: writer thread vs the runner
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -308,6 +309,13 @@ class LiveState:
             state["limits_n"] = dict(self._guard.limits_n)
         return state
 
+    def collect_forces(self) -> None:
+        """Take the samples logged since the last call into the ring. The runner calls it just
+        before it drains the guard's force logs, so a drain between two writer ticks (a short
+        unit, a partial flush) loses nothing."""
+        with self._force_lock:
+            self._collect_forces()
+
     def _collect_forces(self) -> None:
         if self._guard is None:
             return
@@ -330,7 +338,7 @@ class LiveState:
 
     # -- writer thread ---------------------------------------------------------------------------
     def _flush(self) -> None:
-        self._collect_forces()
+        self.collect_forces()
         try:
             if self._force_seq != self._written_force_seq:
                 write_json_atomic(live_path(self.store_path, LIVE_FORCE), self.force_snapshot())

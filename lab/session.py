@@ -329,6 +329,7 @@ class SessionRunner:
 
     def _log_attempt(self, unit: Unit, attempt: int, outcome: str) -> None:
         assert self.guard is not None
+        self.live.collect_forces()  # the monitor's ring sees every sample before the drain
         logs = self.guard.drain_force_log()
         t = np.concatenate([v[0] for v in logs.values()])
         if t.size == 0:

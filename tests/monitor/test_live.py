@@ -22,7 +22,7 @@ from lab.clock import SimClock
 from lab.eta import EtaEstimator, format_duration
 from lab.live import LIVE_FORCE, LIVE_STATE, PAUSE_REQUEST, LiveState, live_path, request_pause
 from lab.monitor import Monitor
-from lab.safety import ForceWatchdog
+from lab.force_watch import ForceWatch
 from lab.session import resume_session, run_session
 from lab.session_progress import SessionConsole
 from lab.store import SessionStore
@@ -84,7 +84,7 @@ class _Sensor:
 
 
 class _Guard:
-    def __init__(self, watchdog: ForceWatchdog) -> None:
+    def __init__(self, watchdog: ForceWatch) -> None:
         self.watchdog = watchdog
 
     def force_log_view(self):
@@ -97,16 +97,22 @@ class _Guard:
 
 def test_force_ring_follows_watchdog_log_across_drains(tmp_path):
     (tmp_path / "logs").mkdir()
-    wd = ForceWatchdog(_Sensor(), limit_n=5.0, clock=SimClock(), sample_rate_hz=100.0, name="p")
+    sensor = _Sensor()
+    wd = ForceWatch(sensor, limit_n=5.0, clock=SimClock(), sample_rate_hz=100.0)
+
+    def read() -> None:  # one streamed sample, checked by the watch (as its stream callback does)
+        wd._on_sample(sensor.read())
+        wd._process(0.0)
+
     live = LiveState(tmp_path, name="t", units=[], write=False, ring_samples=25)
     live.start(completed=[], guard=_Guard(wd))
     drained = []
     for batch in (7, 3, 12, 0, 9):
         for _ in range(batch):
-            wd.read()
+            read()
         live._collect_forces()  # a writer tick
         for _ in range(2):  # samples read after the tick, then the unit's log is drained
-            wd.read()
+            read()
         drained.append(wd.drain_log()[0])
     live._collect_forces()
     snap = live.force_snapshot()
