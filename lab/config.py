@@ -19,9 +19,10 @@ is its own model, chosen by ``backend`` (``"sim"`` when omitted), so a setting o
 description: hardware ranges of the configured instruments (sensor range, H-820 travel and
 velocity, UR3 payload, reach and a collaborative speed cap), rates and counts that keep planning
 and a session tractable (at most :data:`MAX_PLAN_UNITS` units), and the minimum force-watch rate
-that keeps the overshoot of a stopped press within :data:`FORCE_OVERSHOOT_FRACTION` of its limit
-(:func:`min_force_watch_rate_hz`). Ids and names use :data:`SAFE_ID_PATTERN` (they become store
-keys and file names). An empty file is refused.
+that keeps the overshoot of a stopped press within
+:data:`lab.force_bounds.OVERSHOOT_FRACTION` of its limit
+(:func:`lab.force_bounds.min_watch_rate_hz`). Ids and names use :data:`SAFE_ID_PATTERN` (they
+become store keys and file names). An empty file is refused.
 
 Bench geometry
 --------------
@@ -34,7 +35,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import math
 import os
 import re
 import tomllib
@@ -55,9 +55,14 @@ from pydantic import (
     model_validator,
 )
 
+from lab.force_bounds import (
+    OVERSHOOT_FRACTION,
+    cylinder_stiffness_n_per_m,
+    min_watch_rate_hz,
+    probe_contact_stiffness_n_per_m,
+)
 from lab.gelatin import (
     GELATIN_YOUNGS_MODULUS_KPA,
-    flat_punch_stiffness_n_per_mm,
     youngs_modulus_kpa,
 )
 
@@ -115,8 +120,6 @@ MAX_PLAN_UNITS = 10_000
 MAX_SEQUENCE_VALUES = 42_000_000
 #: Largest seed (seeds are unsigned 32-bit so every generator and the stored JSON take them).
 SEED_MAX = 2**32 - 1
-#: Largest fraction of a force limit that a stopped press may overshoot it by (issue 12).
-FORCE_OVERSHOOT_FRACTION = 0.05
 
 #: Ids (phantoms, session name): a letter or digit, then letters, digits, ``_``, ``.``, ``-``;
 #: 1-64 characters; no ``..``. They become store keys, unit ids and file names.
@@ -163,8 +166,6 @@ BENCH_Y_M = -0.30
 TRAVEL_CLEARANCE_M = 0.020
 #: Probe speed while looking for contact (m/s); the force-watch rate bound assumes it.
 APPROACH_SPEED_M_S = 0.002
-#: Probe face area used to predict contact forces (mm^2): 40 x 10 mm.
-PROBE_FACE_AREA_MM2 = 400.0
 
 
 def _described(model: type[BaseModel]) -> type[BaseModel]:
@@ -249,7 +250,8 @@ class _SensorCommon(_Model):
     rate_hz: float = Field(
         200.0, ge=1.0, le=FORCE_RATE_MAX_HZ,
         description="force-stream rate, also the force-watch rate (Hz, 1-7000: the Net F/T's "
-        "RDT maximum); at least min_force_watch_rate_hz for the stiffest configured phantom",
+        "RDT maximum); at least lab.force_bounds.min_watch_rate_hz for the stiffest configured "
+        "phantom",
     )
     timeout_s: LinkTimeout = Field(1.0, description="timeout of one force reading (s, 0.01-120)")
 
@@ -651,55 +653,19 @@ def _reach_problems(config: SessionConfig) -> list[str]:
     return []
 
 
-def force_overshoot_n(*, speed_m_s: float, sample_rate_hz: float,
-                      stiffness_n_per_m: float) -> float:
-    """Force a press can add between two force-watch samples: speed x period x stiffness (N).
-
-    Parameters
-    ----------
-    speed_m_s : float
-        Speed of the pressing surface (m/s).
-    sample_rate_hz : float
-        Force-watch rate (Hz); the sample period is its inverse.
-    stiffness_n_per_m : float
-        Contact stiffness dF/dd of the stiffest thing pressed (N/m).
-
-    Returns
-    -------
-    overshoot_n : float
-        Upper bound of the force above the limit when the watch sees the crossing (stopping
-        distance of the drive not included).
-    """
-    return speed_m_s / sample_rate_hz * stiffness_n_per_m
-
-
-def min_force_watch_rate_hz(*, speed_m_s: float, stiffness_n_per_m: float, limit_n: float,
-                            fraction: float = FORCE_OVERSHOOT_FRACTION) -> float:
-    """Lowest force-watch rate (Hz) for which :func:`force_overshoot_n` <= ``fraction`` x limit."""
-    return speed_m_s * stiffness_n_per_m / (fraction * limit_n)
-
-
-def max_contact_speed_m_s(*, sample_rate_hz: float, stiffness_n_per_m: float, limit_n: float,
-                          fraction: float = FORCE_OVERSHOOT_FRACTION) -> float:
-    """Highest pressing speed (m/s) for which :func:`force_overshoot_n` <= ``fraction`` x limit."""
-    return fraction * limit_n * sample_rate_hz / stiffness_n_per_m
-
-
-def probe_contact_stiffness_n_per_m(config: SessionConfig) -> float | None:
-    """Flat-punch stiffness of the probe on the stiffest configured block (N/m); None: no blocks."""
-    gels = [p.gelatin_percent for p in config.phantoms if isinstance(p, BlockConfig)]
-    if not gels:
-        return None
-    k_n_per_mm = flat_punch_stiffness_n_per_mm(youngs_modulus_kpa(max(gels)),
-                                               face_area_mm2=PROBE_FACE_AREA_MM2)
-    return k_n_per_mm * 1e3
-
-
-def indenter_contact_stiffness_n_per_m(config: SessionConfig) -> float | None:
-    """Stiffness E pi r^2 / l0 of the stiffest configured cylinder (N/m); None: no cylinders."""
-    ks = [youngs_modulus_kpa(p.gelatin_percent) * 1e3 * math.pi * (p.radius_mm * 1e-3) ** 2
-          / (p.height_mm * 1e-3) for p in config.phantoms if isinstance(p, CylinderConfig)]
-    return max(ks) if ks else None
+def stiffest_contacts_n_per_m(config: SessionConfig) -> tuple[float, float | None]:
+    """Contact stiffness (N/m) of the stiffest block under the probe (inclusions included; the
+    stiffest calibrated gelatin when there are no blocks) and of the stiffest cylinder (None
+    without any). Formulas in :mod:`lab.force_bounds`."""
+    probe = [probe_contact_stiffness_n_per_m(youngs_modulus_kpa(pct))
+             for p in config.phantoms if isinstance(p, BlockConfig)
+             for pct in (p.gelatin_percent, *(i.gelatin_percent for i in p.inclusions))]
+    if not probe:
+        probe = [probe_contact_stiffness_n_per_m(max(GELATIN_YOUNGS_MODULUS_KPA.values()))]
+    cylinders = [cylinder_stiffness_n_per_m(youngs_modulus_kpa(p.gelatin_percent),
+                                            radius_mm=p.radius_mm, height_mm=p.height_mm)
+                 for p in config.phantoms if isinstance(p, CylinderConfig)]
+    return max(probe), max(cylinders, default=None)
 
 
 def _watch_rate_problems(config: SessionConfig) -> list[str]:
@@ -708,11 +674,13 @@ def _watch_rate_problems(config: SessionConfig) -> list[str]:
     probe_limit = safety.probe_force_max_n
     if any(isinstance(p, CompressionConfig) for p in config.protocols):
         probe_limit = min(probe_limit, safety.compression_force_max_n)
+    probe_k, cylinder_k = stiffest_contacts_n_per_m(config)
+    has_blocks = any(isinstance(p, BlockConfig) for p in config.phantoms)
     cases = (
         ("probe_force_sensor", APPROACH_SPEED_M_S, "the approach speed",
-         probe_contact_stiffness_n_per_m(config), probe_limit, "block"),
+         probe_k if has_blocks else None, probe_limit, "block"),
         ("indenter_force_sensor", safety.hexapod_velocity_max_mm_s * 1e-3,
-         "safety.hexapod_velocity_max_mm_s", indenter_contact_stiffness_n_per_m(config),
+         "safety.hexapod_velocity_max_mm_s", cylinder_k,
          safety.indentation_force_limit_n, "cylinder"),
     )
     problems = []
@@ -720,13 +688,12 @@ def _watch_rate_problems(config: SessionConfig) -> list[str]:
         if stiffness is None:
             continue
         rate = getattr(lab, key).rate_hz
-        needed = min_force_watch_rate_hz(speed_m_s=speed, stiffness_n_per_m=stiffness,
-                                         limit_n=limit)
+        needed = min_watch_rate_hz(limit, speed_m_s=speed, stiffness_n_per_m=stiffness)
         if rate < needed:
             problems.append(
                 f"lab.{key}.rate_hz = {rate}: too slow to watch the stiffest {what} "
                 f"({stiffness:.0f} N/m) at {speed_name} {speed * 1e3:g} mm/s: the force could "
-                f"pass the {limit} N limit by more than {FORCE_OVERSHOOT_FRACTION:.0%} between "
+                f"pass the {limit} N limit by more than {OVERSHOOT_FRACTION:.0%} between "
                 f"samples; allowed >= {needed:.1f} Hz (or a lower speed)")
     return problems
 

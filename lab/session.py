@@ -63,10 +63,13 @@ import numpy as np
 
 from drivers.base import DeviceError
 from drivers.force.spec import NANO17, NANO43
-from drivers.robot.contact import STIFFEST_CONTACT_N_PER_M
-from lab.config import BlockConfig, CylinderConfig, SessionConfig, parse_stored_config
+from lab.config import (
+    BlockConfig,
+    SessionConfig,
+    parse_stored_config,
+    stiffest_contacts_n_per_m,
+)
 from lab.devices import LabDevices, build_devices
-from lab.force_bounds import cylinder_stiffness_n_per_m, probe_contact_stiffness_n_per_m
 from lab.gelatin import youngs_modulus_kpa
 from lab.live import LiveState
 from lab.logs import attach_log_file, console, detach_log_file
@@ -162,18 +165,6 @@ def contact_zones(config: SessionConfig, layout: dict[str, list[float]]) -> list
             zones.append(ContactZone((x - half_x, y - half_y, -np.inf),
                                      (x + half_x, y + half_y, z + CONTACT_ZONE_MARGIN_M)))
     return zones
-
-
-def stiffest_contacts_n_per_m(config: SessionConfig) -> tuple[float, float | None]:
-    """Contact stiffness (N/m) of the stiffest block under the probe (inclusions included; the
-    lab's stiffest gelatin without blocks) and of the stiffest cylinder (None without any)."""
-    probe = [probe_contact_stiffness_n_per_m(youngs_modulus_kpa(pct))
-             for p in config.phantoms if isinstance(p, BlockConfig)
-             for pct in (p.gelatin_percent, *(i.gelatin_percent for i in p.inclusions))]
-    cylinders = [cylinder_stiffness_n_per_m(youngs_modulus_kpa(p.gelatin_percent),
-                                            radius_mm=p.radius_mm, height_mm=p.height_mm)
-                 for p in config.phantoms if isinstance(p, CylinderConfig)]
-    return (max(probe, default=STIFFEST_CONTACT_N_PER_M), max(cylinders, default=None))
 
 
 def build_guard(lab: LabDevices, config: SessionConfig, layout: dict[str, list[float]]) -> Guard:

@@ -37,7 +37,6 @@ from lab.config import (
     BENCH_Y_M,
     BLOCK_SPACING_M,
     PROBE_DOWN_RAD,
-    PROBE_FACE_AREA_MM2,
     TRAVEL_CLEARANCE_M,
     BlockConfig,
     CompressionConfig,
@@ -49,6 +48,7 @@ from lab.config import (
     bench_layout,
     travel_z_m,
 )
+from lab.force_bounds import PROBE_FACE_AREA_MM2
 from lab.gelatin import flat_punch_force_n, youngs_modulus_kpa
 from protocols.params import (
     CompressionParams,
@@ -59,8 +59,8 @@ from protocols.params import (
     params_from_json,
 )
 
-# Bench geometry and probe constants live in lab.config (shared with the lab builder); they are
-# re-exported here for the planning code and its users.
+# Bench geometry and probe constants live in lab.config and lab.force_bounds (shared with the
+# lab builder and the guard); they are re-exported here for the planning code and its users.
 __all__ = ["APPROACH_SPEED_M_S", "BENCH_Y_M", "BLOCK_SPACING_M", "PROBE_DOWN_RAD",
            "PROBE_FACE_AREA_MM2", "TRAVEL_CLEARANCE_M", "bench_layout", "travel_z_m"]
 

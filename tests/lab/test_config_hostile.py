@@ -17,13 +17,15 @@ import tomli_w
 
 from lab.config import (
     MAX_PLAN_UNITS,
+    BlockConfig,
     ConfigError,
     load_config,
-    min_force_watch_rate_hz,
     parse_config,
     planned_unit_count,
-    probe_contact_stiffness_n_per_m,
+    stiffest_contacts_n_per_m,
 )
+from lab.force_bounds import ELONGATED_FACE_FACTOR, min_watch_rate_hz
+from lab.gelatin import youngs_modulus_kpa
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 BASE: dict[str, Any] = tomllib.loads((CONFIGS / "sim-lab.toml").read_text())
@@ -187,11 +189,15 @@ def test_watch_rate_bound_is_the_stated_formula() -> None:
     """The refused rate of the case above is below speed x stiffness / (5 % x limit); the
     first rate above it loads."""
     cfg = parse_config(edited({}))
-    k = probe_contact_stiffness_n_per_m(cfg)
-    assert k is not None
-    # 7.5 % gelatin under a 400 mm^2 flat punch: 2 a E / (1 - nu^2) with a = sqrt(A / pi).
-    assert k == pytest.approx(2 * math.sqrt(400e-6 / math.pi) * 37.55e3 / 0.75, rel=1e-9)
-    needed = min_force_watch_rate_hz(speed_m_s=0.002, stiffness_n_per_m=k, limit_n=2.0)
+    k, _ = stiffest_contacts_n_per_m(cfg)
+    # The stiffest gelatin under the probe (blocks and their inclusions) under a 400 mm^2 flat
+    # punch: 2 a E / (1 - nu^2) with a = sqrt(A / pi), times the factor of the 4:1 probe face.
+    stiffest_kpa = max(youngs_modulus_kpa(pct) for p in cfg.phantoms if isinstance(p, BlockConfig)
+                       for pct in (p.gelatin_percent, *(i.gelatin_percent for i in p.inclusions)))
+    assert stiffest_kpa > 37.55  # the sim-lab config has a stiff inclusion: it counts
+    assert k == pytest.approx(ELONGATED_FACE_FACTOR * 2 * math.sqrt(400e-6 / math.pi)
+                              * stiffest_kpa * 1e3 / 0.75, rel=1e-9)
+    needed = min_watch_rate_hz(2.0, speed_m_s=0.002, stiffness_n_per_m=k)
     assert needed == pytest.approx(0.002 * k / 0.1)
     parse_config(edited({"lab.probe_force_sensor.rate_hz": math.ceil(needed)}))
     with pytest.raises(ConfigError, match=f"allowed >= {needed:.1f} Hz"):

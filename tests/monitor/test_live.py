@@ -20,9 +20,9 @@ from drivers.base import Wrench
 from lab import monitor_data
 from lab.clock import SimClock
 from lab.eta import EtaEstimator, format_duration
+from lab.force_watch import ForceWatch
 from lab.live import LIVE_FORCE, LIVE_STATE, PAUSE_REQUEST, LiveState, live_path, request_pause
 from lab.monitor import Monitor
-from lab.force_watch import ForceWatch
 from lab.session import resume_session, run_session
 from lab.session_progress import SessionConsole
 from lab.store import SessionStore

@@ -21,16 +21,11 @@ from drivers.base import DeviceTimeoutError, Wrench
 from drivers.force.base import ForceSensor, WrenchCallback
 from drivers.sim.faults import ForceSpike
 from lab import session as session_module
-from lab.config import parse_config
+from lab.config import parse_config, stiffest_contacts_n_per_m
 from lab.devices import LabDevices
 from lab.force_bounds import max_contact_speed_m_s, max_overshoot_n
 from lab.gelatin import flat_punch_stiffness_n_per_mm, youngs_modulus_kpa
-from lab.session import (
-    SessionResult,
-    resume_session,
-    run_session,
-    stiffest_contacts_n_per_m,
-)
+from lab.session import SessionResult, resume_session, run_session
 from lab.store import SessionStore
 from lab.verify import verify_store
 from protocols.common import surface_pose, travel_to
@@ -38,7 +33,7 @@ from protocols.plan import Unit
 from protocols.testing import tiny_config_dict
 
 TOP_Z_M = 0.1  # block top in the bench layout (100 mm blocks on the table at z = 0)
-PERIOD_S = 1 / 50.0  # tiny config force streams
+PERIOD_S = 1 / 100.0  # the tiny config's probe force stream
 
 
 @dataclass
@@ -60,6 +55,10 @@ class Truth:
         self.labs.append(lab)
 
 
+#: Marker key of a test config: run it with the RTDE watchdog off (which the config refuses).
+WATCHDOG_OFF = "_robot_watchdog_off"
+
+
 def _run(tmp_path, data: dict[str, Any], install: Callable[[LabDevices], None] = lambda lab: None
          ) -> tuple[SessionResult, Truth, SessionStore]:
     truth = Truth()
@@ -69,7 +68,12 @@ def _run(tmp_path, data: dict[str, Any], install: Callable[[LabDevices], None] =
         install(lab)
 
     make, _ = factory(both)
-    result = run_session(parse_config(data), tmp_path / "s.zarr", devices_factory=make,
+    watchdog_off = data.pop(WATCHDOG_OFF, False)
+    config = parse_config(data)
+    if watchdog_off:  # the config refuses "off"; a faulty robot set-up is what is simulated here
+        robot = config.lab.robot.model_copy(update={"watchdog_min_frequency_hz": None})
+        config = config.model_copy(update={"lab": config.lab.model_copy(update={"robot": robot})})
+    result = run_session(config, tmp_path / "s.zarr", devices_factory=make,
                          show_progress=False, retry_delay_s=0.5)
     report = verify_store(tmp_path / "s.zarr")
     assert report.clean, [str(p) for p in report.problems]
@@ -89,10 +93,11 @@ def _assert_at_rest(truth: Truth) -> None:
     assert world.hexapod_on_target()
 
 
-def _true_bound_n(limit_n: float, speed_m_s: float, gelatin_percent: float) -> float:
+def _true_bound_n(limit_n: float, speed_m_s: float, gelatin_percent: float,
+                  period_s: float = PERIOD_S) -> float:
     """Documented overshoot bound with the simulator's own contact stiffness (no stop latency)."""
     k = flat_punch_stiffness_n_per_mm(youngs_modulus_kpa(gelatin_percent), face_area_mm2=400.0)
-    return limit_n + max_overshoot_n(speed_m_s, sample_period_s=PERIOD_S,
+    return limit_n + max_overshoot_n(speed_m_s, sample_period_s=period_s,
                                      stiffness_n_per_m=k * 1e3)
 
 
@@ -102,7 +107,7 @@ def _swei(*, robot_watchdog: bool = True, **kwargs: Any) -> dict[str, Any]:
     data = tiny_config_dict(protocols=("swei",), positions=1, push_elements=(64,), frames=6,
                             **kwargs)
     if not robot_watchdog:
-        data["lab"]["robot"] = {"backend": "sim", "watchdog_min_frequency_hz": 0.0}
+        data[WATCHDOG_OFF] = True
     return data
 
 
@@ -163,7 +168,8 @@ def _cap_m_s(data: dict[str, Any]) -> float:
     """The guard's near-contact cap for ``data`` (5 % of the limit on its stiffest block)."""
     cfg = parse_config(data)
     probe_k, _ = stiffest_contacts_n_per_m(cfg)
-    return max_contact_speed_m_s(cfg.safety.probe_force_max_n, sample_period_s=PERIOD_S,
+    return max_contact_speed_m_s(cfg.safety.probe_force_max_n,
+                                 sample_period_s=1.0 / cfg.lab.probe_force_sensor.rate_hz,
                                  stiffness_n_per_m=probe_k)
 
 
@@ -187,13 +193,16 @@ def test_fast_press_into_the_stiffest_phantom_stays_within_5_percent(tmp_path, r
         if p["kind"] == "block":
             p["gelatin_percent"] = 17.5
             p.pop("inclusions", None)
+    rate_hz = 200.0  # the config refuses the tiny config's 50 Hz on 17.5 % gelatin
+    data["lab"]["probe_force_sensor"]["rate_hz"] = rate_hz
     rogue("cap")  # as fast as the guard allows near the phantom
     result, truth, store = _run(tmp_path, data)
     assert result.status == "failed"
     (fault,) = _events(store)
     assert fault["error_type"] == "ForceLimitError"
     cap = _cap_m_s(data)
-    assert 0.002 < truth.probe_n - 2.0 <= _true_bound_n(2.0, cap, 17.5) - 2.0 <= 0.05 * 2.0
+    bound_n = _true_bound_n(2.0, cap, 17.5, period_s=1.0 / rate_hz)
+    assert 0.0 < truth.probe_n - 2.0 <= bound_n - 2.0 <= 0.05 * 2.0
     _assert_at_rest(truth)
 
 
