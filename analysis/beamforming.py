@@ -27,8 +27,8 @@ def rf_to_iq(
     *,
     sampling_frequency: float,
     modulation_frequency: float,
+    t0: float,
     cutoff_frequency: float | None = None,
-    t0: float = 0.0,
     axis: int = -2,
     filter_order: int = 5,
 ) -> NDArray[np.complexfloating]:
@@ -39,13 +39,15 @@ def rf_to_iq(
     rf : ndarray, real (float or int16), e.g. shape (sample, element) or (frame, sample, element)
         RF signals; fast time along `axis`.
     sampling_frequency : float
-        RF sampling rate in Hz.
+        Sampling rate of `rf` along `axis` in Hz (for channel RF: the channel rate, stored as
+        ``channel_sampling_frequency``).
     modulation_frequency : float
         Down-mixing frequency in Hz (usually the transducer centre frequency).
+    t0 : float
+        Time of the first sample after the transmit event in s (required: the mixing phase is
+        referred to the transmit event, which :func:`das_plane_wave` relies on).
     cutoff_frequency : float, optional
         Low-pass cut-off in Hz; default ``min(modulation_frequency, sampling_frequency / 4)``.
-    t0 : float
-        Time of the first sample in s (the mixing phase is referred to the transmit event).
     axis : int
         Fast-time axis of `rf`; default -2 (the ``sample`` axis of ``(..., sample, element)``).
     filter_order : int
@@ -67,7 +69,7 @@ def rf_to_iq(
     >>> fs, fc = 40e6, 7.5e6
     >>> t = np.arange(400) / fs
     >>> rf = np.cos(2 * np.pi * fc * t) * np.exp(-((t - 5e-6) / 1e-6) ** 2)
-    >>> iq = rf_to_iq(rf[:, None], sampling_frequency=fs, modulation_frequency=fc)
+    >>> iq = rf_to_iq(rf[:, None], sampling_frequency=fs, modulation_frequency=fc, t0=0.0)
     >>> round(float(np.abs(iq[200, 0])), 2)
     1.0
     """
@@ -104,10 +106,10 @@ def das_matrix(
     element_positions_m: NDArray[np.floating],
     depth_m: NDArray[np.floating],
     lateral_m: NDArray[np.floating],
-    sampling_frequency: float,
+    channel_sampling_frequency: float,
     sound_speed: float,
+    t0: float,
     angle_rad: float = 0.0,
-    t0: float = 0.0,
     f_number: float = 1.5,
     modulation_frequency: float | None = None,
     max_entries_per_chunk: int = 4_000_000,
@@ -122,15 +124,16 @@ def das_matrix(
         Lateral element centres in m (elements at depth 0).
     depth_m, lateral_m : ndarray, shape (depth,), (lateral,)
         Pixel centres in m.
-    sampling_frequency : float
-        Channel sampling rate in Hz.
+    channel_sampling_frequency : float
+        Sampling rate of the channel data in Hz (the store's ``channel_sampling_frequency``;
+        not the axial rate ``sampling_frequency`` of the beamformed IQ).
     sound_speed : float
-        Speed of sound in m/s.
+        Speed of sound in m/s (required, never assumed).
+    t0 : float
+        Time of sample 0 after the transmit event in s (required; the store's ``channel_t0``).
     angle_rad : float
         Steering angle of the plane wave (positive: towards +x). Transmit time to ``(x, z)`` is
         ``(z cos a + (x - x_first) sin a) / c`` with ``x_first`` the first element to fire.
-    t0 : float
-        Time of sample 0 after the transmit event, s.
     f_number : float
         Receive f-number: element ``e`` contributes to a pixel when ``|x - x_e| <= z / (2 F)``;
         0 = full aperture. Every pixel keeps at least the nearest element.
@@ -147,15 +150,15 @@ def das_matrix(
         the image (depth, lateral), both C order. Linear interpolation in fast time; samples
         outside the record contribute nothing. Plain sum over the aperture (no normalisation).
     """
-    xe = np.asarray(element_positions_m, dtype=np.float64).ravel()
-    z = np.asarray(depth_m, dtype=np.float64).ravel()
-    x = np.asarray(lateral_m, dtype=np.float64).ravel()
-    if xe.size == 0 or z.size == 0 or x.size == 0:
-        raise ValueError("element_positions_m, depth_m and lateral_m must not be empty")
+    xe, z, x = (_axis_vector(v, name) for v, name in (
+        (element_positions_m, "element_positions_m"), (depth_m, "depth_m"),
+        (lateral_m, "lateral_m")))
     if n_samples < 2:
         raise ValueError(f"need at least 2 samples per channel, got {n_samples}")
-    if sampling_frequency <= 0 or sound_speed <= 0:
-        raise ValueError("sampling_frequency and sound_speed must be > 0")
+    if channel_sampling_frequency <= 0 or sound_speed <= 0:
+        raise ValueError("channel_sampling_frequency and sound_speed must be > 0")
+    if not np.isfinite(t0):
+        raise ValueError(f"t0 must be finite, got {t0}")
     if f_number < 0:
         raise ValueError(f"f_number must be >= 0, got {f_number}")
     ne, nz, nx = xe.size, z.size, x.size
@@ -169,7 +172,7 @@ def das_matrix(
         dx = xc - xe[None, None, :]  # (1, x, e)
         t_tx = (zc * np.cos(angle_rad) + (xc - x_first) * np.sin(angle_rad)) / sound_speed
         tau = t_tx + np.sqrt(dx**2 + zc**2) / sound_speed  # (z, x, e)
-        idx = (tau - t0) * sampling_frequency
+        idx = (tau - t0) * channel_sampling_frequency
         keep = (idx >= 0) & (idx <= n_samples - 2)
         if f_number > 0:
             in_aperture = np.abs(dx) <= zc / (2.0 * f_number)
@@ -201,10 +204,10 @@ def das_plane_wave(
     element_positions_m: NDArray[np.floating],
     depth_m: NDArray[np.floating],
     lateral_m: NDArray[np.floating],
-    sampling_frequency: float,
+    channel_sampling_frequency: float,
     sound_speed: float,
+    t0: float,
     angle_rad: float = 0.0,
-    t0: float = 0.0,
     f_number: float = 1.5,
     modulation_frequency: float | None = None,
 ) -> NDArray[np.floating] | NDArray[np.complexfloating]:
@@ -218,14 +221,15 @@ def das_plane_wave(
         Lateral element centres in m.
     depth_m, lateral_m : ndarray, shape (depth,), (lateral,)
         Pixel centres in m.
-    sampling_frequency : float
-        Channel sampling rate in Hz.
+    channel_sampling_frequency : float
+        Sampling rate of the channel data in Hz (the store's ``channel_sampling_frequency``;
+        not the axial rate ``sampling_frequency`` of the beamformed IQ).
     sound_speed : float
-        Speed of sound in m/s.
+        Speed of sound in m/s (required, never assumed).
+    t0 : float
+        Time of sample 0 after the transmit event in s (required; the store's ``channel_t0``).
     angle_rad : float
         Plane-wave steering angle in rad (see :func:`das_matrix`).
-    t0 : float
-        Time of sample 0 after the transmit event in s.
     f_number : float
         Receive f-number (0 = full aperture).
     modulation_frequency : float, optional
@@ -242,8 +246,8 @@ def das_plane_wave(
     >>> xe = (np.arange(16) - 7.5) * 0.3e-3
     >>> rf = np.zeros((200, 16), dtype=np.float32)
     >>> img = das_plane_wave(rf, element_positions_m=xe, depth_m=np.array([2e-3]),
-    ...                      lateral_m=np.array([0.0]), sampling_frequency=40e6,
-    ...                      sound_speed=1540.0)
+    ...                      lateral_m=np.array([0.0]), channel_sampling_frequency=40e6,
+    ...                      sound_speed=1540.0, t0=0.0)
     >>> img.shape
     (1, 1)
     """
@@ -259,7 +263,9 @@ def das_plane_wave(
         raise ValueError("modulation_frequency is only meaningful for complex IQ input")
     if np.any(~np.isfinite(arr)):
         raise ValueError("channel data contain NaN or infinite values")
-    ne = np.asarray(element_positions_m).size
+    ne = _axis_vector(element_positions_m, "element_positions_m").size
+    for grid, grid_name in ((depth_m, "depth_m"), (lateral_m, "lateral_m")):
+        _axis_vector(grid, grid_name)  # refuse meshgrids before any work
     if arr.shape[-1] != ne:
         raise ValueError(
             f"data have {arr.shape[-1]} channels but {ne} element positions were given"
@@ -271,10 +277,10 @@ def das_plane_wave(
         element_positions_m=element_positions_m,
         depth_m=depth_m,
         lateral_m=lateral_m,
-        sampling_frequency=sampling_frequency,
+        channel_sampling_frequency=channel_sampling_frequency,
         sound_speed=sound_speed,
-        angle_rad=angle_rad,
         t0=t0,
+        angle_rad=angle_rad,
         f_number=f_number,
         modulation_frequency=modulation_frequency,
     )
@@ -285,3 +291,78 @@ def das_plane_wave(
     image = image.astype(work, copy=False)
     return image[0] if arr.ndim == 2 else image
 
+
+
+def _axis_vector(values: NDArray[np.floating], name: str) -> NDArray[np.float64]:
+    """A 1-D, non-empty, finite coordinate vector; refuses meshgrids and scalars.
+
+    A 2-D meshgrid flattened silently would be read as ``depth * lateral`` pixels per axis (and
+    beamform for hours): pass the 1-D axes (``depth_m = zz[:, 0]``, ``lateral_m = xx[0]``).
+    """
+    arr = np.asarray(values, dtype=np.float64)
+    if arr.ndim != 1:
+        raise ValueError(
+            f"{name} must be a 1-D vector of coordinates in m, got shape {arr.shape}; for a "
+            "meshgrid pass its axes (e.g. depth_m=zz[:, 0], lateral_m=xx[0, :])")
+    if arr.size == 0:
+        raise ValueError(f"{name} must not be empty")
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{name} contains NaN or infinite values")
+    return arr
+
+
+def carrier_to_baseband(
+    iq: NDArray[np.complexfloating],
+    *,
+    depth_m: NDArray[np.floating],
+    sound_speed: float,
+    modulation_frequency: float,
+    depth_axis: int = -2,
+) -> NDArray[np.complexfloating]:
+    """Convert beamformed IQ with the carrier phase kept to IQ baseband in depth.
+
+    Many beamformers (PyMUST's ``dasmtx``, USTB with ``demodulation`` off, Verasonics' IQ
+    reconstructions) return pixel IQ whose phase still turns with the two-way carrier
+    ``exp(2j pi f_mod 2 z / c)``. :func:`analysis.displacement.loupas` and ``kasai`` need IQ
+    *baseband in depth* (see the module notes); this removes the carrier term.
+
+    Parameters
+    ----------
+    iq : ndarray, complex, shape (..., depth, lateral) by default
+        Beamformed IQ with the carrier phase.
+    depth_m : ndarray, shape (depth,)
+        Pixel depths in m (1-D).
+    sound_speed : float
+        Speed of sound in m/s used by the beamformer.
+    modulation_frequency : float
+        Demodulation frequency in Hz.
+    depth_axis : int
+        Axis of `iq` that runs along `depth_m`.
+
+    Returns
+    -------
+    iq_baseband : ndarray, same shape and dtype as `iq`
+        ``iq * exp(-2j pi f_mod 2 z / c)``.
+
+    Examples
+    --------
+    >>> z = np.arange(4) * 0.1e-3
+    >>> carrier = np.exp(2j * np.pi * 7.5e6 * 2 * z / 1540.0)[:, None] * np.ones((1, 3))
+    >>> bb = carrier_to_baseband(carrier.astype(np.complex64), depth_m=z, sound_speed=1540.0,
+    ...                          modulation_frequency=7.5e6)
+    >>> bool(np.allclose(bb, 1.0, atol=1e-5))
+    True
+    """
+    arr = np.asarray(iq)
+    if not np.iscomplexobj(arr):
+        raise TypeError(f"iq must be complex, got dtype {arr.dtype}")
+    z = _axis_vector(depth_m, "depth_m")
+    if arr.ndim < 1 or arr.shape[depth_axis] != z.size:
+        raise ValueError(f"iq has {arr.shape[depth_axis] if arr.ndim else 0} samples along axis "
+                         f"{depth_axis} but depth_m has {z.size}")
+    if sound_speed <= 0 or modulation_frequency <= 0:
+        raise ValueError("sound_speed and modulation_frequency must be > 0")
+    shape = [1] * arr.ndim
+    shape[depth_axis] = z.size
+    phase = np.exp(-2j * np.pi * modulation_frequency * 2.0 * z / sound_speed).reshape(shape)
+    return (arr * phase).astype(arr.dtype, copy=False)

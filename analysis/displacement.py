@@ -4,6 +4,25 @@ Both estimators take IQ shaped ``(..., frame, depth, lateral)`` where frame 0 is
 reference, and return the displacement of frames 1..F in metres, shaped
 ``(..., frame - 1, depth, lateral)``, in the real dtype of the input.
 
+IQ convention
+-------------
+The IQ must be *baseband in depth*: demodulated RF (``exp(-2j pi f_demod t)``) whose phase at a
+pixel is referred to the two-way time ``2 z / c`` of its depth, as
+:func:`analysis.beamforming.das_plane_wave` returns it. Many beamformers (PyMUST's ``dasmtx``,
+most scanner IQ exports) keep the carrier phase ``exp(2j pi f_demod 2 z / c)`` instead. On such
+IQ Kasai is unaffected (the carrier term is the same in every frame and cancels in the
+temporal lag) but Loupas is not: the carrier adds ``f_demod`` to the axial frequency it
+measures (aliased at ``sampling_frequency``), so the displacement comes out scaled by
+``f_demod / f_mean'`` with no warning; on speckle with ``f_demod = 7.5 MHz`` it was 1.40x at
+``sampling_frequency = 9.625 MHz``, 5.2x at 15 MHz and 0.49x at 30 MHz. Convert first::
+
+    from analysis.beamforming import carrier_to_baseband
+    iq = carrier_to_baseband(iq, depth_m=depth_m, sound_speed=c, modulation_frequency=f_demod)
+
+Rates: ``sampling_frequency`` here is always the *axial* rate of the beamformed IQ,
+``c / (2 dz)`` (UFF ``beamformed_data.sampling_frequency``, the ``swei`` table attribute); the
+channel RF rate is ``channel_sampling_frequency`` everywhere (beamforming, the store).
+
 Implementation notes
 --------------------
 complex64 input runs through fused Numba kernels (:mod:`analysis._loupas_numba`): one pass down
@@ -12,14 +31,18 @@ axial kernel and writes the displacement, vectorised across the lateral columns,
 spread over Numba's threads. They compile at the first call (or load Numba's on-disk cache),
 never at import.
 
-complex128 input, and complex64 when Numba cannot be imported, runs through NumPy
-(:mod:`analysis._loupas_numpy`): the
-arithmetic on real float planes (in-phase and quadrature) in small lateral blocks whose working
-buffers stay in the CPU cache, with every ufunc writing into preallocated buffers; blocks are
-spread over a few threads (NumPy releases the GIL in its loops). The complex autocorrelations
-are smoothed over the axial kernel by shifted adds of zero-padded buffers (cumulative sums in
-float64 for kernels longer than 9 samples), then turned into phases with ``arctan2`` (the
-full-quadrant angle).
+complex128 input runs through the same kernels by default (``precision="single"``): it is
+converted to complex64 a block of sequences at a time (at most 256 MiB of input per block) and
+the result returned as float64, so it costs the conversion plus what complex64 costs
+(``bench/loupas.py --dtypes-only``). The estimate is then as precise as float32 arithmetic
+(phase error below 1.2e-7 rad, far below the estimator's own variance on echo data).
+``precision="double"``, and complex64 when Numba cannot be imported, runs through NumPy
+(:mod:`analysis._loupas_numpy`): the arithmetic on real float planes (in-phase and quadrature)
+in small lateral blocks whose working buffers stay in the CPU cache, with every ufunc writing
+into preallocated buffers; blocks are spread over a few threads (NumPy releases the GIL in its
+loops). The complex autocorrelations are smoothed over the axial kernel by shifted adds of
+zero-padded buffers (cumulative sums in float64 for kernels longer than 9 samples), then turned
+into phases with ``arctan2`` (the full-quadrant angle).
 
 Both paths agree to float32 rounding (see the tests); ``bench/loupas.py`` compares them with a
 plain NumPy transcription of the formulas.
@@ -40,7 +63,11 @@ from numpy.typing import NDArray
 
 from analysis._loupas_numpy import EstimatorConfig, Reference, run_numpy
 
-__all__ = ["Reference", "default_axial_kernel", "kasai", "loupas"]
+__all__ = ["Precision", "Reference", "default_axial_kernel", "kasai", "loupas"]
+
+Precision = Literal["single", "double"]
+#: complex128 input is converted to complex64 in blocks of about this many bytes (input side).
+_CONVERT_BLOCK_BYTES = 256 * 2**20
 
 #: Widest lateral strip of one Numba task (wider strips amortise the per-row loop set-up).
 _MAX_STRIP = 1024
@@ -78,40 +105,48 @@ def default_axial_kernel(*, sampling_frequency: float, modulation_frequency: flo
 @overload
 def loupas(
     iq: NDArray[np.complexfloating], *, sampling_frequency: float, modulation_frequency: float,
-    sound_speed: float = ..., axial_kernel: int | None = ..., ensemble: int = ...,
+    sound_speed: float, axial_kernel: int | None = ..., ensemble: int = ...,
     reference: Reference = ..., return_quality: Literal[False] = ..., workers: int | None = ...,
+    precision: Precision = ...,
 ) -> NDArray[np.floating]: ...
 @overload
 def loupas(
     iq: NDArray[np.complexfloating], *, sampling_frequency: float, modulation_frequency: float,
-    sound_speed: float = ..., axial_kernel: int | None = ..., ensemble: int = ...,
+    sound_speed: float, axial_kernel: int | None = ..., ensemble: int = ...,
     reference: Reference = ..., return_quality: Literal[True], workers: int | None = ...,
+    precision: Precision = ...,
 ) -> tuple[NDArray[np.floating], NDArray[np.floating]]: ...
 def loupas(
     iq: NDArray[np.complexfloating],
     *,
     sampling_frequency: float,
     modulation_frequency: float,
-    sound_speed: float = 1540.0,
+    sound_speed: float,
     axial_kernel: int | None = None,
     ensemble: int = 2,
     reference: Reference = "fixed",
     return_quality: bool = False,
     workers: int | None = None,
+    precision: Precision = "single",
 ) -> NDArray[np.floating] | tuple[NDArray[np.floating], NDArray[np.floating]]:
     """Axial displacement by 2-D autocorrelation (Loupas, Powers & Gill 1995).
 
     Parameters
     ----------
     iq : ndarray, shape (..., frame, depth, lateral), complex64 or complex128
-        Beamformed baseband IQ, ``iq = lowpass(rf(t) * exp(-2j pi f_demod t))``; frame 0 is
-        the pre-push reference. At least 2 frames and 2 depth samples; must be finite.
+        Beamformed IQ *baseband in depth*, ``iq = lowpass(rf(t) * exp(-2j pi f_demod t))``
+        with the pixel phase referred to ``2 z / c`` (module notes, "IQ convention"); IQ that
+        keeps the carrier phase must go through
+        :func:`analysis.beamforming.carrier_to_baseband` first, or the displacement is scaled
+        silently. Frame 0 is the pre-push reference. At least 2 frames and 2 depth samples;
+        must be finite.
     sampling_frequency : float
-        Axial IQ sampling rate in Hz (``c / (2 dz)`` on a pixel grid of axial step ``dz``).
+        *Axial* IQ sampling rate in Hz (``c / (2 dz)`` on a pixel grid of axial step ``dz``;
+        not the channel RF rate).
     modulation_frequency : float
         Demodulation frequency ``f_demod`` in Hz, added back to the mean-frequency estimate.
-    sound_speed : float, optional
-        Speed of sound in m/s.
+    sound_speed : float
+        Speed of sound in m/s (required: it scales the result).
     axial_kernel : int, optional
         Odd number of depth samples over which the complex autocorrelations are summed; default
         :func:`default_axial_kernel` (about 1.5 wavelengths). Windows are truncated at the
@@ -131,6 +166,11 @@ def loupas(
         Threads to use; default the CPUs available to this process (capped at Numba's thread
         count on the Numba path). 1 runs in the calling thread without a thread pool: pass 1
         inside an outer parallel scheduler.
+    precision : {"single", "double"}, optional
+        Arithmetic of complex128 input: ``"single"`` (default) the fused float32 kernels, as
+        fast as complex64; ``"double"`` float64 arithmetic through NumPy (several times
+        slower). complex64 input always uses float32 arithmetic. The output dtype follows `iq`
+        either way.
 
     Returns
     -------
@@ -178,7 +218,7 @@ def loupas(
     >>> frame = rng.standard_normal((64, 8)) + 1j * rng.standard_normal((64, 8))
     >>> # phase turning negative frame after frame: motion away from the probe
     >>> iq = np.stack([frame * np.exp(-0.1j * k) for k in range(3)]).astype(np.complex64)
-    >>> u = loupas(iq, sampling_frequency=9.6e6, modulation_frequency=7.5e6)
+    >>> u = loupas(iq, sampling_frequency=9.6e6, modulation_frequency=7.5e6, sound_speed=1540.0)
     >>> u.shape, u.dtype, bool(np.all(u[1] > u[0]) and np.all(u[0] > 0))
     ((2, 64, 8), dtype('float32'), True)
     """
@@ -186,33 +226,36 @@ def loupas(
         iq, method="loupas", sampling_frequency=sampling_frequency,
         modulation_frequency=modulation_frequency, sound_speed=sound_speed,
         axial_kernel=axial_kernel, ensemble=ensemble, reference=reference,
-        return_quality=return_quality, workers=workers,
+        return_quality=return_quality, workers=workers, precision=precision,
     )
 
 
 @overload
 def kasai(
     iq: NDArray[np.complexfloating], *, sampling_frequency: float, modulation_frequency: float,
-    sound_speed: float = ..., axial_kernel: int | None = ..., ensemble: int = ...,
+    sound_speed: float, axial_kernel: int | None = ..., ensemble: int = ...,
     reference: Reference = ..., return_quality: Literal[False] = ..., workers: int | None = ...,
+    precision: Precision = ...,
 ) -> NDArray[np.floating]: ...
 @overload
 def kasai(
     iq: NDArray[np.complexfloating], *, sampling_frequency: float, modulation_frequency: float,
-    sound_speed: float = ..., axial_kernel: int | None = ..., ensemble: int = ...,
+    sound_speed: float, axial_kernel: int | None = ..., ensemble: int = ...,
     reference: Reference = ..., return_quality: Literal[True], workers: int | None = ...,
+    precision: Precision = ...,
 ) -> tuple[NDArray[np.floating], NDArray[np.floating]]: ...
 def kasai(
     iq: NDArray[np.complexfloating],
     *,
     sampling_frequency: float,
     modulation_frequency: float,
-    sound_speed: float = 1540.0,
+    sound_speed: float,
     axial_kernel: int | None = None,
     ensemble: int = 2,
     reference: Reference = "fixed",
     return_quality: bool = False,
     workers: int | None = None,
+    precision: Precision = "single",
 ) -> NDArray[np.floating] | tuple[NDArray[np.floating], NDArray[np.floating]]:
     """Axial displacement from the lag-one phase only (Kasai et al. 1985).
 
@@ -220,7 +263,8 @@ def kasai(
     is fixed at `modulation_frequency`: ``u = -c angle(R_t) / (4 pi f_demod)``. This is right
     only when the echo spectrum is centred on the demodulation frequency; attenuation and the
     transducer response usually shift it, which biases Kasai by ``f_mean / f_demod``.
-    `sampling_frequency` only sets the default axial kernel.
+    `sampling_frequency` only sets the default axial kernel. Kasai is insensitive to a carrier
+    phase left in the IQ (module notes), Loupas is not.
 
     References
     ----------
@@ -231,7 +275,7 @@ def kasai(
     --------
     >>> iq = np.ones((2, 16, 4), np.complex64)
     >>> iq[1] *= np.exp(-1j * 0.2)
-    >>> u = kasai(iq, sampling_frequency=9.6e6, modulation_frequency=7.5e6)
+    >>> u = kasai(iq, sampling_frequency=9.6e6, modulation_frequency=7.5e6, sound_speed=1540.0)
     >>> round(float(u[0, 8, 0]) * 1e6, 3)  # 1540 * 0.2 / (4 pi 7.5e6) in micrometres
     3.268
     """
@@ -239,7 +283,7 @@ def kasai(
         iq, method="kasai", sampling_frequency=sampling_frequency,
         modulation_frequency=modulation_frequency, sound_speed=sound_speed,
         axial_kernel=axial_kernel, ensemble=ensemble, reference=reference,
-        return_quality=return_quality, workers=workers,
+        return_quality=return_quality, workers=workers, precision=precision,
     )
 
 
@@ -281,9 +325,11 @@ def _estimate(
     iq: NDArray[np.complexfloating], *, method: Literal["loupas", "kasai"],
     sampling_frequency: float, modulation_frequency: float, sound_speed: float,
     axial_kernel: int | None, ensemble: int, reference: Reference, return_quality: bool,
-    workers: int | None,
+    workers: int | None, precision: Precision,
 ) -> NDArray[np.floating] | tuple[NDArray[np.floating], NDArray[np.floating]]:
     iq = _validate_iq(iq)
+    if precision not in ("single", "double"):
+        raise ValueError(f"precision must be 'single' or 'double', got {precision!r}")
     _check_positive("sampling_frequency", sampling_frequency)
     _check_positive("modulation_frequency", modulation_frequency)
     _check_positive("sound_speed", sound_speed)
@@ -319,8 +365,11 @@ def _estimate(
     lead = iq.shape[:-3]
     frames, depth, lateral = iq.shape[-3:]
     seqs = iq.reshape(-1, frames, depth, lateral)
-    kernels = _numba_kernels() if iq.dtype == np.complex64 else None
-    if kernels is not None:
+    single = iq.dtype == np.complex64 or precision == "single"
+    kernels = _numba_kernels() if single else None
+    if kernels is not None and iq.dtype == np.complex128:
+        out, quality = _run_numba_converted(kernels, seqs, config, workers)
+    elif kernels is not None:
         out, quality = _run_numba(kernels, seqs, config, workers)
     else:
         out, quality = run_numpy(seqs, config, workers)
@@ -361,6 +410,29 @@ def _strip_width(seqs_shape: tuple[int, ...], progressive: bool, threads: int) -
     wanted = math.ceil(4 * threads / per_strip) if threads > 1 else 1
     strips = max(math.ceil(lateral / _MAX_STRIP), min(wanted, lateral // _MIN_STRIP))
     return math.ceil(lateral / max(strips, 1))
+
+
+def _run_numba_converted(
+    kernels: ModuleType, seqs: np.ndarray, config: EstimatorConfig, workers: int,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """complex128 sequences through the float32 kernels, converted to complex64 a block of
+    sequences at a time (bounded extra memory); float64 results.
+
+    Converting first and running the complex64 kernels measured faster than kernels that load
+    complex128 and round on load (22.5 vs 28.6 ms against 12.3 ms for complex64 on one 36 x 250
+    x 600 sequence, one thread): the vector loops stay those of complex64.
+    """
+    n_seq, frames, depth, lateral = seqs.shape
+    out = np.empty((n_seq, frames - 1, depth, lateral), np.float64)
+    quality = np.empty_like(out) if config.quality else None
+    step = max(1, _CONVERT_BLOCK_BYTES // max(1, seqs[0].nbytes))
+    for start in range(0, n_seq, step):
+        block = slice(start, min(start + step, n_seq))
+        part, part_q = _run_numba(kernels, seqs[block].astype(np.complex64), config, workers)
+        out[block] = part
+        if quality is not None and part_q is not None:
+            quality[block] = part_q
+    return out, quality
 
 
 def _run_numba(

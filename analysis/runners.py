@@ -137,7 +137,8 @@ def run_displacement(
     store = SessionStore.open(path, "a")
     swei = store.table(SWEI_TABLE)
     attrs = _swei_attrs(swei)
-    frames, depth, lateral = swei.schema["iq"]["row_shape"]
+    acquired, depth, lateral = swei.schema["iq"]["row_shape"]
+    frames = acquired - 1  # F tracked frames; IQ holds the reference too
     provenance = {
         "method": method, "reference": reference, "source": f"{SWEI_TABLE}/iq",
         "axial_kernel": default_axial_kernel(
@@ -149,8 +150,8 @@ def run_displacement(
     }
     dims = ("seq", "frame", "depth", "lateral")
     table = store.require_table(DISPLACEMENT_TABLE, row_dim="seq", arrays=[
-        ArraySpec("displacement_m", (frames - 1, depth, lateral), "float32", dims),
-        ArraySpec("quality", (frames - 1, depth, lateral), "float32", dims),
+        ArraySpec("displacement_m", (frames, depth, lateral), "float32", dims),
+        ArraySpec("quality", (frames, depth, lateral), "float32", dims),
     ], attrs=provenance)
     existing = table.group.attrs.asdict()
     if (existing.get("method"), existing.get("reference")) != (method, reference):

@@ -110,6 +110,22 @@ def peak_bytes(fn: Callable[[], Any]) -> int:
         tracemalloc.stop()
 
 
+def dtype_comparison(iq: NDArray[np.complex64], kw: dict[str, Any], workers: int,
+                     repeats: int) -> dict[str, float]:
+    """complex128 input (default single precision, and float64 arithmetic) vs complex64."""
+    iq128 = iq.astype(np.complex128)
+    loupas(iq128[:, :16, :16], workers=workers, **kw)  # warm
+    c64 = seconds_per_call(lambda: loupas(iq, workers=workers, **kw), repeats)
+    c128 = seconds_per_call(lambda: loupas(iq128, workers=workers, **kw), repeats)
+    double = seconds_per_call(lambda: loupas(iq128, workers=workers, precision="double", **kw),
+                              max(2, repeats // 3))
+    return {"complex64_ms": c64["median_s"] * 1e3, "complex128_ms": c128["median_s"] * 1e3,
+            "complex128_double_ms": double["median_s"] * 1e3,
+            "complex128_vs_complex64": c128["median_s"] / c64["median_s"],
+            "double_vs_complex64": double["median_s"] / c64["median_s"],
+            "target_complex128_vs_complex64": 2.0}
+
+
 def numpy_path_loupas(iq: NDArray[np.complex64], **kw: Any) -> NDArray[np.floating]:
     """``loupas`` forced onto its NumPy path (what runs without Numba)."""
     kernels = displacement._numba_kernels
@@ -129,6 +145,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer repetitions")
     parser.add_argument("--workers", type=int, default=2,
                         help="threads for the multi-threaded loupas/kasai timings (default 2)")
+    parser.add_argument("--dtypes-only", action="store_true",
+                        help="only the complex128 vs complex64 comparison")
     args = parser.parse_args()
     repeats = 3 if args.quick else 15
 
@@ -151,6 +169,17 @@ def main() -> None:
     loupas(iq[:, :16, :16], workers=args.workers, **kw)
     first_call_n_s = time.perf_counter() - t0
 
+    dtypes = dtype_comparison(iq, kw, args.workers, repeats)
+    print(f"complex64 {dtypes['complex64_ms']:.1f} ms, complex128 {dtypes['complex128_ms']:.1f} "
+          f"ms (x{dtypes['complex128_vs_complex64']:.2f}, target <= 2), complex128 in float64 "
+          f"{dtypes['complex128_double_ms']:.1f} ms (x{dtypes['double_vs_complex64']:.2f})")
+    if args.dtypes_only:
+        out = RESULTS.with_name("loupas_dtypes.json")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps({**dtypes, "load_avg": os.getloadavg(),
+                                   "repeats": repeats}, indent=2) + "\n")
+        print(f"wrote {out}")
+        return
     ours = seconds_per_call(lambda: loupas(iq, workers=args.workers, **kw), repeats)
     ours_1 = seconds_per_call(lambda: loupas(iq, workers=1, **kw), repeats)
     ref = seconds_per_call(lambda: reference_loupas(iq, **kw), max(2, repeats // 3))
@@ -208,6 +237,7 @@ def main() -> None:
         "kasai_s": ours_kasai, "kasai_kernel1_s": ours_kasai_k1, "pymust_iq2doppler_s": must,
         "speedup_kasai_vs_pymust_median": must["median_s"] / ours_kasai_k1["median_s"],
         "max_abs_difference_kasai_vs_pymust_m": must_diff,
+        **dtypes,
     }
     print(f"sequence {FRAMES + 1} x {DEPTH} x {LATERAL} complex64, axial kernel {kernel}, "
           f"{os.cpu_count()} CPUs, load {results['load_avg'][0]:.2f}, {repeats} repeats")

@@ -91,7 +91,8 @@ def _run(cfg: Any, path: Path, on_acquire: Any = None) -> tuple[float, TrivialUl
 def _bare_appends(path: Path, n: int, shape: tuple[int, int, int]) -> float:
     """Reference: the same swei + force_log records appended directly to a store."""
     store = SessionStore.create(path)
-    table = store.require_table("swei", row_dim="seq", arrays=swei_table_arrays(*shape))
+    table = store.require_table(
+        "swei", row_dim="seq", arrays=swei_table_arrays(shape[0] - 1, *shape[1:]))
     iq = np.ones(shape, np.complex64)
     t = time.perf_counter()
     for k in range(n):

@@ -77,10 +77,11 @@ def _time_beamformers(imaging: PlaneWaveSequence) -> dict[str, float]:
     fs, fc, c = imaging.channel_sampling_frequency_hz, probe.center_frequency_hz, 1540.0
     n_samples = int(2 * (imaging.depth_start_mm + imaging.fov_depth_mm + 5) * 1e-3 / c * fs)
     rf = np.random.default_rng(0).standard_normal((n_samples, probe.n_elements))
-    iq = rf_to_iq(rf, sampling_frequency=fs, modulation_frequency=fc)
+    iq = rf_to_iq(rf, sampling_frequency=fs, modulation_frequency=fc, t0=0.0)
     t0 = time.perf_counter()
     das_plane_wave(iq, element_positions_m=probe.element_positions_m, depth_m=imaging.depth_m,
-                   lateral_m=imaging.lateral_m, sampling_frequency=fs, sound_speed=c,
+                   lateral_m=imaging.lateral_m, channel_sampling_frequency=fs, sound_speed=c,
+                   t0=0.0,
                    modulation_frequency=fc)
     ours = time.perf_counter() - t0
     param = pymust_utils.Param()

@@ -8,10 +8,14 @@ milliseconds and tests are deterministic.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Callable
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
+
+#: Grid points within this share of a period after a time count as reached (float round-off).
+GRID_TOLERANCE = 1e-9
 
 
 @runtime_checkable
@@ -51,6 +55,7 @@ class SimClock:
         self._t_s = float(start_s)
         self._lock = threading.RLock()
         self._listeners: list[Callable[[float, float], None]] = []
+        self._grids: list[tuple[float, float]] = []
 
     def now(self) -> float:
         with self._lock:
@@ -62,23 +67,61 @@ class SimClock:
         self.advance(duration_s)
 
     def advance(self, duration_s: float) -> None:
-        """Move virtual time forward by ``duration_s`` and notify listeners."""
+        """Move virtual time forward by ``duration_s`` and notify listeners.
+
+        With step grids (:meth:`add_step_grid`) the move is made in steps that end on every grid
+        point on the way, and listeners hear each step. Every listener hears a step even if an
+        earlier one raised; the first exception is raised after the step and time stops there.
+        """
         with self._lock:
-            t_from = self._t_s
-            self._t_s = t_from + float(duration_s)
-            t_to = self._t_s
-            listeners = list(self._listeners)
-        for listener in listeners:
-            listener(t_from, t_to)
+            target = self._t_s + float(duration_s)
+        while True:
+            with self._lock:
+                t_from = self._t_s
+                t_to = min(target, self._next_grid_point(t_from))
+                self._t_s = t_to
+                listeners = list(self._listeners)
+            error: BaseException | None = None
+            for listener in listeners:
+                try:
+                    listener(t_from, t_to)
+                except BaseException as exc:  # re-raised below, after the step
+                    error = error or exc
+            if error is not None:
+                raise error
+            if t_to >= target:
+                return
+
+    def _next_grid_point(self, t_s: float) -> float:
+        """First grid point after ``t_s`` (inf without grids); lock held."""
+        best = float("inf")
+        for period, phase in self._grids:
+            n = math.floor((t_s - phase) / period + GRID_TOLERANCE) + 1
+            best = min(best, phase + n * period)
+        return best
+
+    def add_step_grid(self, period_s: float, phase_s: float) -> Callable[[], None]:
+        """Make every advance stop on the points ``phase_s + n * period_s``; returns a remover.
+
+        The force watch uses it so that it sees the world at every sample time of its stream,
+        however long one ``sleep`` is.
+        """
+        if not (math.isfinite(period_s) and period_s > 0 and math.isfinite(phase_s)):
+            raise ValueError(f"grid period must be finite and > 0, got {period_s}, {phase_s}")
+        return self._register(self._grids, (float(period_s), float(phase_s)))
 
     def on_advance(self, listener: Callable[[float, float], None]) -> Callable[[], None]:
         """Register ``listener(t_from_s, t_to_s)``; returns a function that unregisters it."""
+        return self._register(self._listeners, listener)
+
+    def _register(self, items: list[Any], item: Any) -> Callable[[], None]:
+        """Append ``item`` to ``items`` under the lock; returns a function that removes it."""
         with self._lock:
-            self._listeners.append(listener)
+            items.append(item)
 
         def remove() -> None:
             with self._lock:
-                if listener in self._listeners:
-                    self._listeners.remove(listener)
+                if item in items:
+                    items.remove(item)
 
         return remove

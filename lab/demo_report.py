@@ -9,9 +9,18 @@ from typing import Any
 import numpy as np
 
 from lab.demo_context import DemoContext
-from lab.figures import bmode, displacement_frames, image_panels
+from lab.figures import (
+    bmode,
+    displacement_frames,
+    error_panels,
+    image_panels,
+    learning_curves,
+    predicted_vs_true,
+    space_time,
+)
 from lab.gelatin import DICE_THRESHOLD_KPA, youngs_modulus_kpa
 from lab.report import ReportSection, ReportTable, write_report
+from lab.report_verdicts import PROFILE_CAVEATS, section_verdict
 from lab.store import SessionStore
 
 
@@ -38,8 +47,11 @@ def _labels_section(ctx: DemoContext) -> tuple[ReportSection, dict[str, Any]]:
         truth = youngs_modulus_kpa(lab["gelatin_percent"])
         lo, hi = lab["ci95_kpa"]
         s0, s1 = lab["strain_range"]
+        # With one cylinder the "interval" would be a regression CI over correlated samples of
+        # one run, not a between-run spread: say n/a instead.
+        interval = f"{lo:.2f} - {hi:.2f}" if len(lab["runs_used"]) >= 2 else "n/a (one run)"
         rows.append([f"{lab['gelatin_percent']:g} %", lab["youngs_modulus_kpa"], truth,
-                     f"{lo:.2f} - {hi:.2f}", len(lab["runs_used"]), len(lab["runs_rejected"]),
+                     interval, len(lab["runs_used"]), len(lab["runs_rejected"]),
                      f"{100 * s0:.1f} - {100 * s1:.1f} %"])
     section = ReportSection(
         "1. Indentation labels",
@@ -48,11 +60,15 @@ def _labels_section(ctx: DemoContext) -> tuple[ReportSection, dict[str, Any]]:
         "strain over 2-7 % pooled over the runs of each concentration (stiff phantoms reach the "
         "force limit first, so their fit range is shorter and reported).",
         tables=[ReportTable("Young's modulus per gelatin concentration",
-                            ["gelatin", "E (kPa)", "simulated truth (kPa)", "95 % CI (kPa)",
+                            ["gelatin", "E (kPa)", "simulated truth (kPa)",
+                             "95 % interval between runs (kPa)",
                              "runs used", "runs rejected", "strain range"], rows)],
         figures=[("figures/stress_strain.png", "Stress-strain curves of all runs with the fits")],
     )
-    return section, {"labels": labels}
+    errors = [abs(lab["youngs_modulus_kpa"] - youngs_modulus_kpa(lab["gelatin_percent"]))
+              / youngs_modulus_kpa(lab["gelatin_percent"]) for lab in labels]
+    return section, {"labels": labels,
+                     "labels_max_relative_error": max(errors) if errors else math.nan}
 
 
 def _swei_figures(ctx: DemoContext, store: SessionStore) -> list[tuple[str, str]]:
@@ -75,6 +91,12 @@ def _swei_figures(ctx: DemoContext, store: SessionStore) -> list[tuple[str, str]
                                initial_time_s=float(attrs["initial_time"]))
     figs.append((_rel(ctx, path), f"Loupas axial displacement of {key}: the shear wave leaves "
                                   "the push and is disturbed by the stiff inclusion"))
+    path = space_time(disp, ctx.figures / "space_time.png", lateral_m=lateral_m,
+                      frame_rate_hz=float(attrs["PRF"]),
+                      initial_time_s=float(attrs["initial_time"]),
+                      title=f"depth-averaged displacement, {key}")
+    figs.append((_rel(ctx, path), f"Space-time plot of {key}: displacement averaged over depth; "
+                                  "the slope of the ridge is the shear-wave speed (mm/ms = m/s)"))
     truth = store.table("truth/swei") if store.has_table("truth/swei") else None
     cnn_map = store.read_array("maps/cnn_kpa")
     tof_map = store.read_array("maps/tof_kpa")
@@ -96,6 +118,41 @@ def _swei_figures(ctx: DemoContext, store: SessionStore) -> list[tuple[str, str]
                             vmax=140, title=k)
         figs.append((_rel(ctx, path), f"Young's modulus maps of {k}: CNN vs ToF vs truth "
                                       "(grey: no estimate)"))
+        if truth is not None:
+            path = error_panels({"CNN": cnn_map[s], "ToF": tof_map[s]}, panels["truth"],
+                                ctx.figures / f"modulus-error-{i}.png", depth_m=depth_m,
+                                lateral_m=lateral_m, title=k)
+            figs.append((_rel(ctx, path), f"Per-pixel error of {k} (estimate - truth, kPa; "
+                                          "red: too stiff, blue: too soft)"))
+    figs += _cnn_summary_figures(ctx, store, cnn_map, tof_map)
+    return figs
+
+
+def _cnn_summary_figures(ctx: DemoContext, store: SessionStore, cnn_map: np.ndarray,
+                         tof_map: np.ndarray) -> list[tuple[str, str]]:
+    """Learning curves and predicted vs true E per concentration (held-out sequences)."""
+    cnn = ctx.result("cnn")
+    figs = []
+    if cnn.get("epochs"):
+        path = learning_curves(cnn["epochs"], ctx.figures / "learning_curves.png",
+                               title=f"CNN w{ctx.profile.window_px} ({ctx.profile.cnn_profile})")
+        figs.append((_rel(ctx, path), "Learning curves of the CNN (window-centre MAE per epoch; "
+                                      "validation = held-out positions of the training fold)"))
+    phantoms = store.root["phantoms"].attrs.get("phantoms", [])
+    phantom_index = store.table("swei").read("phantom_index")
+    groups: dict[str, dict[float, list[float]]] = {"CNN": {}, "ToF": {}}
+    for s in cnn["held_out"]:
+        pct = float(phantoms[int(phantom_index[s])]["gelatin_percent"])
+        for name, maps in (("CNN", cnn_map), ("ToF", tof_map)):
+            values = maps[s][np.isfinite(maps[s])]
+            if values.size:
+                groups[name].setdefault(pct, []).append(float(np.median(values)))
+    if any(groups.values()):
+        truth = {pct: youngs_modulus_kpa(pct) for g in groups.values() for pct in g}
+        path = predicted_vs_true(groups, ctx.figures / "predicted_vs_true.png", truth_kpa=truth,
+                                 title="held-out homogeneous sequences")
+        figs.append((_rel(ctx, path), "Predicted vs true Young's modulus per concentration: "
+                                      "median of each held-out sequence's map"))
     return figs
 
 
@@ -153,7 +210,7 @@ def _strain_section(ctx: DemoContext) -> tuple[ReportSection, dict[str, Any]]:
     study_rows = [[method.upper() + "+GLUE", _num(s.get("failure_rate")), _num(s.get("mssim")),
                    _num(s.get("snr")), _num(s.get("cnr")), s.get("n_images")]
                   for method, s in study.items()]
-    figs = sorted((ctx.figures / "strain").glob("*.png"))
+    figs = _strain_figures(ctx)
     section = ReportSection(
         "3. Strain imaging: DP+GLUE vs CNN+GLUE (GLUENet)",
         "Quasi-static compression of the inclusion block in steps; consecutive frames form "
@@ -167,18 +224,58 @@ def _strain_section(ctx: DemoContext) -> tuple[ReportSection, dict[str, Any]]:
             ReportTable("Failure-rate study (PSNR 12.7 dB)",
                         ["method", "failure rate", "MSSIM", "SNR", "CNR", "images"], study_rows),
         ],
-        figures=[(_rel(ctx, p), p.stem) for p in figs[:6]],
+        figures=figs,
     )
     return section, {"strain_session": strain["store"], "strain_study": study}
+
+
+def _strain_figures(ctx: DemoContext) -> list[tuple[str, str]]:
+    """Each session pair's strain by both methods beside the simulated truth, in mm."""
+    store = SessionStore.open(ctx.store_path)
+    table = store.table("compression")
+    attrs = table.group.attrs.asdict()
+    truth = (store.table("truth/compression") if store.has_table("truth/compression")
+             else None)
+    estimates = {c: store.read_array(f"strain/{c}/axial_strain")
+                 for c in ("dp", "cnn") if f"strain/{c}/axial_strain" in store.root}
+    if not estimates or "depth_m" not in attrs:
+        return []
+    pairs = store.root[f"strain/{next(iter(estimates))}/axial_strain"].attrs.get("pairs", [])
+    figs = []
+    for i, (key_a, key_b) in enumerate(pairs[:4]):
+        panels = {f"{c.upper()}+GLUE": e[i] for c, e in estimates.items()}
+        if truth is not None and key_a in truth and key_b in truth:
+            true = (truth.read("axial_strain", key_b)[0] - truth.read("axial_strain", key_a)[0])
+            if true.shape == next(iter(panels.values())).shape:
+                panels["truth"] = true
+        finite = np.concatenate([p[np.isfinite(p)].ravel() for p in panels.values()])
+        peak = float(np.percentile(np.abs(finite), 99)) if finite.size else 1.0
+        path = image_panels({k: 100 * v for k, v in panels.items()},
+                            ctx.figures / f"strain-{i}.png", depth_m=attrs["depth_m"],
+                            lateral_m=attrs["lateral_m"], label="axial strain (%)",
+                            vmin=-100 * peak, vmax=100 * peak, cmap="RdBu_r",
+                            title=f"{key_a} -> {key_b.rsplit('/', 1)[-1]}")
+        figs.append((_rel(ctx, path), f"Axial strain of {key_a} -> {key_b} (%, negative = "
+                                      "compression) by both methods beside the simulated truth"))
+    return figs
 
 
 def build_report(ctx: DemoContext) -> Path:
     store = SessionStore.open(ctx.store_path)
     sections, metrics = [], {"profile": ctx.profile.name}
-    for build in (_labels_section, lambda c: _cnn_section(c, store), _strain_section):
+    builders = (("labels", _labels_section), ("swei", lambda c: _cnn_section(c, store)),
+                ("strain", _strain_section))
+    for _, build in builders:
         section, m = build(ctx)
         sections.append(section)
         metrics.update(m)
+    caveat = PROFILE_CAVEATS.get(ctx.profile.name, "")
+    verdicts = {}
+    for (key, _), section in zip(builders, sections, strict=True):
+        section.verdict = section_verdict(key, metrics)
+        section.caveat = caveat
+        verdicts[key] = section.verdict.outcome
+    metrics["verdicts"] = verdicts
     timings = {name: float(done["seconds"]) for name, done in ctx.state.stages.items()}
     finite = _check_finite(metrics)
     metrics["all_finite"] = finite
@@ -187,7 +284,25 @@ def build_report(ctx: DemoContext) -> Path:
         f"Profile {ctx.profile.name!r}. Everything below was acquired on simulated instruments "
         "(UR3, PI H-820, ATI Nano17/Nano43, Cicada) sharing one physical world on a virtual "
         "clock, stored in session.zarr (elastolab verify: clean) and analysed by elastolab.",
-        sections, timings, metrics)
+        sections, timings, metrics, metadata=_run_metadata(ctx, store))
+
+
+def _run_metadata(ctx: DemoContext, store: SessionStore) -> dict[str, Any]:
+    """Version, commit, host, dates and the main config facts of the run."""
+    attrs = store.attrs
+    config = store.config
+    plan = store.plan or {}
+    return {
+        "profile": ctx.profile.name, "elastolab version": attrs.get("elastolab_version"),
+        "git commit": attrs.get("git_commit"), "host": attrs.get("host"),
+        "python": attrs.get("python"), "session created (UTC)": attrs.get("created_utc"),
+        "session status": attrs.get("status"), "session name": config.get("name"),
+        "phantoms": len(config.get("phantoms", [])),
+        "protocols": ", ".join(p.get("kind", "?") for p in config.get("protocols", [])),
+        "units in the plan": len(plan.get("units", [])) if isinstance(plan, dict) else "?",
+        "plan hash": attrs.get("plan_hash"), "simulation seed": (config.get("lab") or {})
+        .get("sim_seed"),
+    }
 
 
 def _check_finite(metrics: dict[str, Any]) -> bool:

@@ -27,7 +27,7 @@ from lab.demo_context import (
     demo_config,
 )
 from lab.demo_report import build_report
-from lab.progress import progress_callback
+from lab.progress import COMPILE_NOTE, progress_callback
 from lab.session import resume_session, run_session
 from lab.store import SessionStore
 from lab.verify import verify_store
@@ -73,6 +73,7 @@ def stage_labels(ctx: DemoContext) -> dict[str, Any]:
 
 # -- 3. displacement -----------------------------------------------------------------------------
 def stage_displacement(ctx: DemoContext) -> dict[str, Any]:
+    log.info("Loupas displacement; %s", COMPILE_NOTE)
     with _progress(ctx, "Loupas displacement") as progress:
         n = run_displacement(ctx.store_path, method="loupas", progress=progress)
     return {"sequences": n}

@@ -5,8 +5,9 @@ probe force sensor, hexapod, indenter force sensor, ultrasound system), the cloc
 operator. With ``backend = "sim"`` everywhere, the instruments are the simulators of
 :mod:`drivers.sim` sharing one :class:`~drivers.sim.world.SimWorld` on a virtual
 :class:`~lab.clock.SimClock`, with the config's blocks placed on the bench
-(:func:`protocols.plan.bench_layout`), the robot starting inside the session's workspace
-(:func:`sim_home_pose`), and the operator is simulated too. With real backends the
+(:func:`lab.config.bench_layout`), the robot starting inside the session's workspace
+(:func:`sim_home_pose`), and the operator is simulated too. Robot limits, payload and TCP are set
+the same way on both (:func:`robot_limits`). With real backends the
 drivers connect to the addresses of the config, on the wall clock, and the operator is a person
 at the console. Mixing simulated and real instruments is refused: the simulated ones would not
 feel the real phantoms.
@@ -37,9 +38,23 @@ from drivers.sim.phantom import BlockPhantom, CylinderPhantom, Inclusion
 from drivers.ultrasound.cicada import CicadaUltrasound
 from drivers.ultrasound.sim_system import SimUltrasound
 from lab.clock import Clock, SimClock, WallClock
-from lab.config import BlockConfig, CylinderConfig, SessionConfig
+from lab.config import (
+    PROBE_DOWN_RAD,
+    BlockConfig,
+    CicadaUltrasoundConfig,
+    CylinderConfig,
+    ForceSensorConfig,
+    GcsHexapodConfig,
+    NetFtSensorConfig,
+    SafetyConfig,
+    SerialFtSensorConfig,
+    SessionConfig,
+    SimUltrasoundConfig,
+    UrRtdeRobotConfig,
+    bench_layout,
+    travel_z_m,
+)
 from lab.logs import console
-from protocols.plan import PROBE_DOWN_RAD, bench_layout, travel_z_m
 
 log = logging.getLogger(__name__)
 
@@ -169,6 +184,20 @@ def sim_home_pose(config: SessionConfig, layout: dict[str, list[float]]) -> list
     return [float(x), float(y), z, *PROBE_DOWN_RAD]
 
 
+def robot_limits(safety: SafetyConfig) -> RobotLimits:
+    """The robot driver's own limits: the session's workspace box and speed/acceleration caps."""
+    return RobotLimits(workspace_min_m=safety.workspace_min_m,
+                       workspace_max_m=safety.workspace_max_m,
+                       max_speed_m_s=safety.robot_speed_max_m_s,
+                       max_acceleration_m_s2=safety.robot_acceleration_max_m_s2)
+
+
+def _setup_robot(robot: Any, config: SessionConfig) -> None:
+    """Payload and tool centre point of the configured probe holder (simulated or real arm)."""
+    robot.set_payload(config.lab.robot.payload_kg, (0.0, 0.0, 0.05))
+    robot.set_tcp(config.lab.robot.tcp_offset_m)
+
+
 def _backends(config: SessionConfig) -> set[str]:
     lab = config.lab
     return {lab.robot.backend, lab.hexapod.backend, lab.probe_force_sensor.backend,
@@ -201,26 +230,25 @@ def build_devices(config: SessionConfig, *, interactive: bool = False,
 
 def _build_sim(config: SessionConfig, faults: Any) -> LabDevices:
     lab_cfg = config.lab
-    safety = config.safety
+    us_cfg = lab_cfg.ultrasound
+    if not isinstance(us_cfg, SimUltrasoundConfig):
+        raise DeviceError("lab", f"a simulated lab needs the simulated ultrasound, not "
+                                 f"{us_cfg.backend!r}")
     layout = bench_layout(config)
     blocks = [(block_phantom(p), layout[p.id]) for p in config.phantoms
               if isinstance(p, BlockConfig)]
     clock = SimClock()
-    watchdog_hz = lab_cfg.robot.watchdog_min_frequency_hz or None
-    limits = RobotLimits(workspace_min_m=safety.workspace_min_m,
-                         workspace_max_m=safety.workspace_max_m,
-                         max_speed_m_s=safety.robot_speed_max_m_s,
-                         max_acceleration_m_s2=safety.robot_acceleration_max_m_s2)
     sim = build_sim_lab(seed=lab_cfg.sim_seed, clock=clock, blocks=blocks, faults=faults,
-                        robot_limits=limits, robot_home_pose=sim_home_pose(config, layout),
-                        robot_watchdog_hz=watchdog_hz,
+                        robot_limits=robot_limits(config.safety),
+                        robot_home_pose=sim_home_pose(config, layout),
+                        robot_watchdog_hz=lab_cfg.robot.watchdog_min_frequency_hz,
                         rdt_rate_hz=lab_cfg.probe_force_sensor.rate_hz)  # sim link timeouts
     try:
         sim.world.set_cylinder(None)
+        _setup_robot(sim.robot, config)
         ultrasound = SimUltrasound(sim.world, clock,
                                    np.random.default_rng([lab_cfg.sim_seed, 1]),
-                                   fidelity=lab_cfg.ultrasound.fidelity,
-                                   snr_db=lab_cfg.ultrasound.snr_db)
+                                   fidelity=us_cfg.fidelity, snr_db=us_cfg.snr_db)
         ultrasound.connect()
     except BaseException:
         sim.close()
@@ -236,38 +264,37 @@ def _build_sim(config: SessionConfig, faults: Any) -> LabDevices:
 
 def _build_real(config: SessionConfig, interactive: bool) -> LabDevices:
     lab_cfg = config.lab
-    safety = config.safety
+    robot_cfg, hx, us_cfg = lab_cfg.robot, lab_cfg.hexapod, lab_cfg.ultrasound
+    if not (isinstance(robot_cfg, UrRtdeRobotConfig) and isinstance(hx, GcsHexapodConfig)
+            and isinstance(us_cfg, CicadaUltrasoundConfig)):
+        raise DeviceError("lab", "a real lab needs a real robot, hexapod and ultrasound system")
     clock = WallClock()
     closers: list[Callable[[], None]] = []
     specs = {"nano17": NANO17, "nano43": NANO43}
 
-    def sensor(cfg: Any, name: str) -> Any:
-        if cfg.backend == "netft":
+    def sensor(cfg: ForceSensorConfig, name: str) -> Any:
+        if isinstance(cfg, NetFtSensorConfig):
             dev = NetFtSensor(cfg.host, cfg.port, clock=clock, name=name, spec=specs[cfg.model],
                               counts_per_force=cfg.counts_per_force,
                               counts_per_torque=cfg.counts_per_torque, rdt_rate_hz=cfg.rate_hz,
                               timeout_s=cfg.timeout_s)
-        else:
+        elif isinstance(cfg, SerialFtSensorConfig):
             dev = SerialFtSensor(cfg.serial_port, clock=clock, name=name,
                                  baudrate=cfg.baudrate, counts_per_force=cfg.counts_per_force,
                                  counts_per_torque=cfg.counts_per_torque,
                                  spec=specs[cfg.model], timeout_s=cfg.timeout_s)
+        else:
+            raise DeviceError(name, f"backend {cfg.backend!r} is not a real force sensor")
         dev.connect()
         closers.append(dev.close)
         return dev
 
     try:
-        limits = RobotLimits(workspace_min_m=safety.workspace_min_m,
-                             workspace_max_m=safety.workspace_max_m,
-                             max_speed_m_s=safety.robot_speed_max_m_s,
-                             max_acceleration_m_s2=safety.robot_acceleration_max_m_s2)
         robot = UrRtdeRobot.from_host(
-            lab_cfg.robot.host, clock, limits,
-            watchdog_min_frequency_hz=lab_cfg.robot.watchdog_min_frequency_hz or None)
+            robot_cfg.host, clock, robot_limits(config.safety),
+            watchdog_min_frequency_hz=robot_cfg.watchdog_min_frequency_hz)
         closers.append(robot.close)
-        robot.set_payload(lab_cfg.robot.payload_kg, (0.0, 0.0, 0.05))
-        robot.set_tcp(lab_cfg.robot.tcp_offset_m)
-        hx = lab_cfg.hexapod
+        _setup_robot(robot, config)
         if hx.interface == "pipython":
             def open_connection() -> Any:
                 return PipythonGcsConnection.tcp(hx.host, hx.port, timeout_s=hx.timeout_s)
@@ -279,8 +306,8 @@ def _build_real(config: SessionConfig, interactive: bool) -> LabDevices:
         closers.append(hexapod.close)
         probe_sensor = sensor(lab_cfg.probe_force_sensor, "probe_sensor")
         indenter_sensor = sensor(lab_cfg.indenter_force_sensor, "indenter_sensor")
-        ultrasound = CicadaUltrasound(clock, sdk_module=lab_cfg.ultrasound.sdk_module,
-                                      timeout_s=lab_cfg.ultrasound.timeout_s)
+        ultrasound = CicadaUltrasound(clock, sdk_module=us_cfg.sdk_module,
+                                      timeout_s=us_cfg.timeout_s)
         ultrasound.connect()
         closers.append(ultrasound.close)
     except BaseException:

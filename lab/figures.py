@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -70,3 +71,93 @@ def displacement_frames(displacement_m: NDArray[np.floating], path: Path, *,
     peak = float(np.nanpercentile(np.abs(displacement_m[list(frames)]) * 1e6, 99.5))
     return image_panels(images, path, depth_m=depth_m, lateral_m=lateral_m,
                         label="axial displacement (µm)", vmin=-peak, vmax=peak, cmap="RdBu_r")
+
+
+def error_panels(
+    estimates: Mapping[str, NDArray[np.floating]], truth: NDArray[np.floating], path: Path, *,
+    depth_m: Sequence[float], lateral_m: Sequence[float], label: str = "error (kPa)",
+    title: str = "",
+) -> Path:
+    """Per-pixel ``estimate - truth`` of each estimate (depth, lateral) on one signed scale.
+
+    The colour bar is symmetric about zero (blue: underestimate, red: overestimate); NaN (no
+    estimate) is grey.
+    """
+    errors = {f"{name} - truth": np.asarray(img, float) - np.asarray(truth, float)
+              for name, img in estimates.items()}
+    finite = np.concatenate([e[np.isfinite(e)] for e in errors.values()] or [np.zeros(1)])
+    peak = float(np.percentile(np.abs(finite), 99)) if finite.size else 1.0
+    peak = peak if peak > 0 else 1.0
+    return image_panels(errors, path, depth_m=depth_m, lateral_m=lateral_m, label=label,
+                        vmin=-peak, vmax=peak, cmap="RdBu_r", title=title)
+
+
+def _finish_xy(fig: Any, ax: Any, path: Path, *, xlabel: str, ylabel: str, title: str) -> Path:
+    """Labels, grid, legend and title of a line plot, then save and close it."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    if title:
+        ax.set_title(title, fontsize=11)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def learning_curves(epochs: Sequence[Mapping[str, float]], path: Path, *, title: str = "") -> Path:
+    """Training and validation MAE (kPa) per epoch, from the model card's history."""
+    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    x = [int(e["epoch"]) + 1 for e in epochs]
+    for key, name in (("train_mae_kpa", "training"), ("val_mae_kpa", "validation")):
+        y = np.array([float(e.get(key, np.nan)) for e in epochs])
+        if np.isfinite(y).any():
+            ax.plot(x, y, marker="o", ms=3, label=name)
+    return _finish_xy(fig, ax, path, xlabel="epoch", ylabel="window-centre MAE (kPa)",
+                      title=title)
+
+
+def predicted_vs_true(groups: Mapping[str, Mapping[float, Sequence[float]]], path: Path, *,
+                      truth_kpa: Mapping[float, float], title: str = "") -> Path:
+    """Per gelatin %, the median predicted E of each sequence (kPa) against the true E.
+
+    ``groups`` maps a method name to ``{gelatin %: [median E of each sequence]}``; points are
+    spread slightly per method, the line is identity.
+    """
+    fig, ax = plt.subplots(figsize=(5.2, 4.4))
+    top = max([*truth_kpa.values(), 1.0])
+    for j, (name, by_pct) in enumerate(groups.items()):
+        xs, ys = [], []
+        for pct, values in by_pct.items():
+            xs += [truth_kpa[pct] * (1 + 0.015 * (j - 0.5))] * len(values)
+            ys += list(values)
+        if xs:
+            ax.plot(xs, ys, "o", ms=4, alpha=0.7, label=name)
+            top = max(top, float(np.nanmax(ys)) if np.isfinite(ys).any() else top)
+    ax.plot([0, 1.1 * top], [0, 1.1 * top], "k--", lw=1, label="identity")
+    return _finish_xy(fig, ax, path, xlabel="true E (kPa)",
+                      ylabel="median predicted E per sequence (kPa)", title=title)
+
+
+def space_time(displacement_m: NDArray[np.floating], path: Path, *, lateral_m: Sequence[float],
+               frame_rate_hz: float, initial_time_s: float, title: str = "") -> Path:
+    """Depth-averaged axial displacement (frame, depth, lateral) as a lateral x time image (µm).
+
+    A shear wave shows as a ridge whose slope is its speed (mm/ms = m/s).
+    """
+    image = np.nanmean(np.asarray(displacement_m, float), axis=1) * 1e6  # (frame, lateral)
+    t_ms = 1e3 * (initial_time_s + np.arange(image.shape[0]) / frame_rate_hz)
+    x_mm = np.asarray(lateral_m) * 1e3
+    peak = float(np.nanpercentile(np.abs(image), 99.5)) or 1.0
+    fig, ax = plt.subplots(figsize=(6.4, 3.8))
+    im = ax.imshow(image, extent=[float(x_mm[0]), float(x_mm[-1]), float(t_ms[-1]),
+                                  float(t_ms[0])], aspect="auto", cmap="RdBu_r", vmin=-peak,
+                   vmax=peak)
+    ax.set_xlabel("lateral (mm)")
+    ax.set_ylabel("time (ms)")
+    fig.colorbar(im, ax=ax, label="depth-averaged displacement (µm)")
+    if title:
+        ax.set_title(title, fontsize=11)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return path

@@ -8,6 +8,8 @@ import zarr
 from rich.console import Console
 from rich.table import Table as RichTable
 
+from lab.eta import format_duration
+from lab.live import read_state
 from lab.store import LOG_DIR, SessionStore
 
 
@@ -32,6 +34,8 @@ def print_info(path: str | Path, console: Console) -> None:
                 "plan_hash"):
         if attrs.get(key) is not None:
             console.print(f"  {key:18s} {attrs[key]}")
+    if store.plan is not None and "progress" in attrs:
+        print_progress(path, console)
     table = RichTable(title="arrays", show_lines=False)
     for col in ("array", "dims", "shape", "dtype", "records", "on disk"):
         table.add_column(col, justify="right" if col in ("records", "on disk") else "left")
@@ -57,3 +61,31 @@ def print_info(path: str | Path, console: Console) -> None:
         events = store.events(group)
         if events:
             console.print(f"  {group}: {len(events)} (last: {events[-1].get('reason', '')})")
+
+
+def print_progress(path: str | Path, console: Console) -> None:
+    """Units done k/N per protocol, the current unit (running), the last unit and the last fault.
+
+    Reads the live record of a running session (``logs/live-state.json``) when there is one,
+    else the store's own progress attributes.
+    """
+    state = read_state(Path(path))
+    protos = ", ".join(f"{k} {v['done']}/{v['total']}" for k, v in state["protocols"].items())
+    console.print(f"  {'progress':18s} {state['k']}/{state['n']} units "
+                  f"({100 * float(state.get('fraction_done') or 0):.0f} % of the plan's lab time"
+                  f"{'; ' + protos if protos else ''})", highlight=False)
+    current = state.get("current") or {}
+    if state.get("status") == "running" and current.get("unit"):
+        age = state.get("age_s")
+        note = (f", no update for {age:.0f} s: is the runner alive?" if state.get("stale")
+                else f", updated {age:.0f} s ago" if age is not None else "")
+        console.print(f"  {'current unit':18s} {current['unit']} ({current.get('phase', '')}"
+                      f"{note}); ETA {format_duration(state.get('eta_s'))}", highlight=False)
+    if state.get("last_unit"):
+        console.print(f"  {'last unit':18s} {state['last_unit']}", highlight=False)
+    faults = [e for e in state.get("events", []) if e.get("kind") == "fault"]
+    if faults:
+        f = faults[-1]
+        console.print(f"  {'last fault':18s} {f.get('unit')}: {f.get('error_type', '')} "
+                      f"{f.get('error', '')} ({f.get('action', '')}; {len(faults)} in all)",
+                      highlight=False)

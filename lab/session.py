@@ -10,7 +10,11 @@ Lifecycle of a store (root attributes):
 * Ctrl-C (SIGINT) asks for a pause: the current unit finishes (probe retracted, hexapod stopped)
   and the session stops with ``status = "paused"`` and a ``pause`` event in ``interruptions``. A
   second Ctrl-C interrupts the unit at once: the devices are made safe and the partial unit is
-  discarded.
+  discarded. A pause requested from ``elastolab monitor`` (``logs/pause-request.json``, see
+  :mod:`lab.live`) is honoured at the same safe point as the first Ctrl-C.
+* Progress (k/N, current unit and phase, ETA, force ring, events) is kept in a
+  :class:`lab.live.LiveState` that the console bars read and a writer thread mirrors to
+  ``logs/live-*.json`` for the monitor; the acquisition never waits for those writes.
 * :func:`resume_session` reopens a store (trimming uncommitted rows), rolls every table back to
   the record counts of the last completed unit (:meth:`lab.store.Table.truncate`) and continues
   with the first incomplete unit of the stored plan. Nothing is replayed blindly: every unit starts
@@ -30,14 +34,23 @@ Lifecycle of a store (root attributes):
 * Every run of the runner appends ``{"start_utc", "stop_utc", "outcome", "resumed"}`` to
   ``sessions``; logs go to ``store.log_path()`` as well as the console.
 
-Every force sample the guard's watchdogs read during a unit attempt (complete or not) is stored in
-the ``force_log`` table (one record per attempt), which is never rolled back: it is the evidence
-that limits held, faults included.
+* Any other exception (a full disk, a ``ValueError``, a bug), in a unit or while the lab is built:
+  the devices are made safe, ``{"kind": "error", ...}`` is recorded in ``interruptions`` and the
+  session ends ``failed`` with a one-line message; the traceback goes to the log file only.
+  ``resume`` continues once the cause is fixed. The store is created atomically with its status
+  and progress (:meth:`lab.store.SessionStore.create`).
+
+Every force sample the guard's force watches see during a unit attempt (complete or not) is stored
+in the ``force_log`` table, which is never rolled back: it is the evidence that limits held, faults
+included. An attempt's samples are flushed every :data:`FORCE_LOG_FLUSH_SAMPLES` (``partial``
+records) and at its end; a completed unit's record is written before its progress commit.
+See ``docs/safety.md``.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import signal
 import threading
@@ -47,26 +60,27 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from rich.progress import (
-    BarColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
-from rich.text import Text
 
 from drivers.base import DeviceError
-from lab.config import BlockConfig, SessionConfig, parse_config
+from drivers.force.spec import NANO17, NANO43
+from lab.config import (
+    BlockConfig,
+    SessionConfig,
+    parse_stored_config,
+    stiffest_contacts_n_per_m,
+)
 from lab.devices import LabDevices, build_devices
 from lab.gelatin import youngs_modulus_kpa
+from lab.live import LiveState
 from lab.logs import attach_log_file, console, detach_log_file
 from lab.provenance import plan_hash, utc_now
-from lab.safety import Guard, SafetyError
+from lab.safety import ContactZone, Guard, SafetyError
 from lab.session_lock import runner_lock
+from lab.session_progress import SessionConsole
 from lab.store import ArraySpec, SessionStore, StoreError
 from protocols import compression, indentation, swei
 from protocols.common import MOTION_TIMEOUT_S
+from protocols.params import IndentationParams
 from protocols.plan import CLEARANCE_M, Plan, Unit, build_plan, check_plan
 
 log = logging.getLogger(__name__)
@@ -82,6 +96,22 @@ RETRY_DELAY_S = 2.0
 SAFE_LIFT_SPEED_M_S = 0.01
 SAFE_LIFT_ACCELERATION_M_S2 = 0.1
 SENSOR_CODES = {"probe_sensor": 0, "indenter_sensor": 1}
+#: Force samples kept in memory before they are written to ``force_log`` mid-attempt (so a
+#: killed attempt leaves its evidence up to the last flush).
+FORCE_LOG_FLUSH_SAMPLES = 1000
+#: Margin (m) around a phantom (and the probe face's half-length) of the near-contact zones.
+CONTACT_ZONE_MARGIN_M = 0.003
+#: Half the longest side of the probe face (40 mm), m.
+PROBE_HALF_LENGTH_M = 0.020
+#: Simulation: real seconds the force watch waits for a due sample before calling the stream
+#: stale (a missing simulated sample is a fault, a busy host is not: be generous).
+SIM_STREAM_TIMEOUT_S = 2.0
+#: Hardware: time from a tripping sample to the start of braking beyond the watch's own wake-up
+#: (RTDE round trip and controller cycle), s.
+HARDWARE_STOP_LATENCY_S = 0.010
+#: Deceleration of the UR's stopL as the driver sends it (m/s^2).
+UR_STOP_DECELERATION_M_S2 = 10.0
+_SENSOR_SPECS = {"nano17": NANO17, "nano43": NANO43}
 
 DevicesFactory = Callable[[SessionConfig], LabDevices]
 
@@ -123,6 +153,40 @@ def phantom_table(config: SessionConfig, layout: dict[str, list[float]]) -> list
     return out
 
 
+def contact_zones(config: SessionConfig, layout: dict[str, list[float]]) -> list[ContactZone]:
+    """Near-contact zones of the session: every block's footprint, widened by the probe face's
+    half-length and :data:`CONTACT_ZONE_MARGIN_M`, from the table up to the margin above its top."""
+    zones = []
+    for p in config.phantoms:
+        if isinstance(p, BlockConfig) and p.id in layout:
+            x, y, z = layout[p.id]
+            half_x = p.size_mm[0] * 5e-4 + PROBE_HALF_LENGTH_M + CONTACT_ZONE_MARGIN_M
+            half_y = p.size_mm[1] * 5e-4 + PROBE_HALF_LENGTH_M + CONTACT_ZONE_MARGIN_M
+            zones.append(ContactZone((x - half_x, y - half_y, -np.inf),
+                                     (x + half_x, y + half_y, z + CONTACT_ZONE_MARGIN_M)))
+    return zones
+
+
+def build_guard(lab: LabDevices, config: SessionConfig, layout: dict[str, list[float]]) -> Guard:
+    """The session's guard: force watches at the sensors' rates, contact zones of the bench,
+    speed caps from the stiffest configured phantoms (starts the force streams)."""
+    probe_cfg, indenter_cfg = config.lab.probe_force_sensor, config.lab.indenter_force_sensor
+    probe_k, cylinder_k = stiffest_contacts_n_per_m(config)
+    # the simulator stops at once; on hardware the watch thread wakes every half period and the
+    # stop command takes a link round trip, then the UR brakes at its stopL deceleration
+    latency_s = 0.0 if lab.simulated else 0.5 / probe_cfg.rate_hz + HARDWARE_STOP_LATENCY_S
+    return Guard(lab, config.safety, sample_rate_hz=probe_cfg.rate_hz,
+                 stop_latency_s=latency_s,
+                 deceleration_m_s2=math.inf if lab.simulated else UR_STOP_DECELERATION_M_S2,
+                 indenter_rate_hz=indenter_cfg.rate_hz,
+                 stream_timeout_s=max(probe_cfg.timeout_s, indenter_cfg.timeout_s,
+                                      SIM_STREAM_TIMEOUT_S if lab.simulated else 0.0),
+                 contact_zones=contact_zones(config, layout), stiffest_probe_n_per_m=probe_k,
+                 stiffest_cylinder_n_per_m=cylinder_k,
+                 probe_range_n=_SENSOR_SPECS[probe_cfg.model].force_range_n[2],
+                 indenter_range_n=_SENSOR_SPECS[indenter_cfg.model].force_range_n[2])
+
+
 def plan_session(config: SessionConfig) -> tuple[Plan, list[str]]:
     """The plan of ``config`` and the limit problems found in it (empty = runnable)."""
     plan = build_plan(config)
@@ -133,9 +197,11 @@ def plan_session(config: SessionConfig) -> tuple[Plan, list[str]]:
 def run_session(
     config: SessionConfig, store_path: str | os.PathLike[str], *,
     devices_factory: DevicesFactory | None = None, show_progress: bool = True,
-    interactive: bool = False, retry_delay_s: float = RETRY_DELAY_S,
+    interactive: bool = False, retry_delay_s: float = RETRY_DELAY_S, live_state: bool = True,
 ) -> SessionResult:
     """Plan ``config``, create the store at ``store_path`` and run the session.
+
+    ``live_state`` mirrors progress to ``STORE/logs/live-*.json`` for ``elastolab monitor``.
 
     Raises
     ------
@@ -150,16 +216,18 @@ def run_session(
     if problems:
         raise SessionError("the plan breaks the safety limits; nothing was started:\n  "
                            + "\n  ".join(problems))
-    store = SessionStore.create(store_path, config=config.model_dump(mode="json"),
-                                plan=plan.to_json())
-    with runner_lock(store.path):
-        store.root.require_group("phantoms").update_attributes(
+    def prepare(new: SessionStore) -> None:  # before the store becomes visible (atomic)
+        new.root.require_group("phantoms").update_attributes(
             {"phantoms": phantom_table(config, plan.layout)})
-        store.set_attrs(status="running", message="",
-                        progress={"completed": [], "table_records": {}})
+        new.set_attrs(status="running", message="",
+                      progress={"completed": [], "table_records": {}})
+
+    store = SessionStore.create(store_path, config=config.model_dump(mode="json"),
+                                plan=plan.to_json(), prepare=prepare)
+    with runner_lock(store.path):
         runner = SessionRunner(store, config, plan, devices_factory=devices_factory,
                                show_progress=show_progress, interactive=interactive,
-                               retry_delay_s=retry_delay_s)
+                               retry_delay_s=retry_delay_s, live_state=live_state)
         return runner.run(resumed=False)
 
 
@@ -195,7 +263,7 @@ def _resume_locked(
     if plan_hash(store.plan) != attrs.get("plan_hash"):
         raise SessionError(f"{store_path}: the stored plan does not match its hash; the store was "
                            "modified outside elastolab")
-    config = parse_config(store.config, source=f"{store_path} (stored config)")
+    config = parse_stored_config(store.config, source=f"{store_path} (stored config)")
     plan = Plan.from_json(store.plan)
     if plan.to_json() != build_plan(config).to_json():
         log.warning("this elastolab derives a different plan from the stored config; following "
@@ -206,24 +274,14 @@ def _resume_locked(
     return runner.run(resumed=True)
 
 
-# -- progress display ------------------------------------------------------------------------------
-class _SessionProgress(Progress):
-    """A progress bar (ETA from the plan's duration estimates) plus a live summary line."""
-
-    summary: str = ""
-
-    def get_renderables(self) -> Any:
-        yield self.make_tasks_table(self.tasks)
-        yield Text(self.summary, overflow="ellipsis", no_wrap=True)
-
-
 # -- the runner ------------------------------------------------------------------------------------
 class SessionRunner:
     """Runs the units of a plan on guarded devices, with progress, pause, faults and retries."""
 
     def __init__(self, store: SessionStore, config: SessionConfig, plan: Plan, *,
                  devices_factory: DevicesFactory | None = None, show_progress: bool = True,
-                 interactive: bool = False, retry_delay_s: float = RETRY_DELAY_S) -> None:
+                 interactive: bool = False, retry_delay_s: float = RETRY_DELAY_S,
+                 live_state: bool = True) -> None:
         self.store = store
         self.config = config
         self.plan = plan
@@ -233,13 +291,16 @@ class SessionRunner:
         self._retry_delay_s = retry_delay_s
         self._pause_requested = False
         self._sigint_count = 0
-        self._summary: dict[str, Any] = {}
-        self._progress: _SessionProgress | None = None
+        # Progress model for the console and the browser monitor (logs/live-*.json).
+        self.live = LiveState(store.path, name=config.name, units=plan.units, write=live_state)
+        self._console: SessionConsole | None = None
         self._index = {p["phantom_id"]: i for i, p in enumerate(
             store.root["phantoms"].attrs.get("phantoms", []))} if "phantoms" in store.root else {}
         self._safe_z_m = max((o[2] for o in plan.layout.values()), default=0.0) + CLEARANCE_M
         self.guard: Guard | None = None
         self.lab: LabDevices | None = None
+        self._current: tuple[Unit, int] | None = None  # unit attempt under way
+        self._log_handler: logging.Handler | None = None
 
     # -- bookkeeping -----------------------------------------------------------------------------
     def _progress_attr(self) -> dict[str, Any]:
@@ -259,6 +320,7 @@ class SessionRunner:
 
     def _log_attempt(self, unit: Unit, attempt: int, outcome: str) -> None:
         assert self.guard is not None
+        self.live.collect_forces()  # the monitor's ring sees every sample before the drain
         logs = self.guard.drain_force_log()
         t = np.concatenate([v[0] for v in logs.values()])
         if t.size == 0:
@@ -280,20 +342,12 @@ class SessionRunner:
                                       for k, v in logs.items()}})
 
     def _report(self, **fields: Any) -> None:
-        self._summary.update(fields)
-        if self._progress is None:
-            return
-        s = self._summary
-        parts = [f"unit {s.get('k', '?')}/{s.get('n', '?')} {s.get('unit', '')}",
-                 str(s.get("phase", ""))]
-        if "push" in s:
-            parts.append(f"push {s['push']}")
-        if "force_n" in s:
-            parts.append(f"force {s['force_n']:.3f} N")
-        if s.get("last"):
-            parts.append(f"last {s['last']}")
-        self._progress.summary = " | ".join(parts)
-        self._progress.refresh()
+        self.live.report(**fields)
+        if (self._current is not None and self.guard is not None
+                and self.guard.force_log_size() >= FORCE_LOG_FLUSH_SAMPLES):
+            self._log_attempt(*self._current, "partial")
+        if self._console is not None:
+            self._console.refresh()
 
     # -- signals ---------------------------------------------------------------------------------
     def _on_sigint(self, signum: int, frame: Any) -> None:
@@ -307,7 +361,15 @@ class SessionRunner:
 
     # -- safety ----------------------------------------------------------------------------------
     def _make_safe(self, unit: Unit | None) -> dict[str, Any]:
-        """Stop everything, lift the probe, raise the plate; returns the state reached."""
+        """Stop everything, lift the probe, raise the plate; returns the state reached.
+
+        The force watches keep logging but do not trip meanwhile (only retracts are sent).
+        """
+        assert self.guard is not None
+        with self.guard.making_safe():
+            return self._make_safe_now(unit)
+
+    def _make_safe_now(self, unit: Unit | None) -> dict[str, Any]:
         assert self.guard is not None
         dev = self.guard.devices
         state: dict[str, Any] = {}
@@ -329,21 +391,16 @@ class SessionRunner:
             state["robot_z_m"] = float(dev.robot.tool_pose()[2])
         except DeviceError as exc:
             errors.append(f"robot lift: {exc}")
-        if unit is not None and unit.kind == "indentation":
+        if unit is not None and isinstance(unit.params, IndentationParams):
             try:
-                v = min(unit.params["retract_velocity_mm_s"],
+                v = min(unit.params.retract_velocity_mm_s,
                         self.config.safety.hexapod_velocity_max_mm_s)
-                dev.hexapod.lift(unit.params["start_z_mm"], velocity_mm_s=v,
+                dev.hexapod.lift(unit.params.start_z_mm, velocity_mm_s=v,
                                  timeout_s=MOTION_TIMEOUT_S)
                 state["hexapod_z_mm"] = float(dev.hexapod.position()["z_mm"])
             except DeviceError as exc:
                 errors.append(f"hexapod lift: {exc}")
-        for name, watchdog in (("probe_force_n", dev.probe_sensor),
-                               ("indenter_force_n", dev.indenter_sensor)):
-            try:
-                state[name] = float(watchdog.read().fz_n)
-            except DeviceError as exc:
-                errors.append(f"{name} read: {exc}")
+        state.update(self.guard.latest_forces_n())
         state["safe"] = not errors
         if errors:
             state["errors"] = errors
@@ -352,33 +409,105 @@ class SessionRunner:
 
     def _finish(self, status: Status, message: str, completed: int, *,
                 event: dict[str, Any] | None = None) -> SessionResult:
-        if event is not None:
-            self.store.append_event(INTERRUPTIONS, event)
-        sessions = list(self.store.attrs.get("sessions", []))
-        if sessions:
-            sessions[-1] = {**sessions[-1], "stop_utc": utc_now(), "outcome": status}
-        self.store.set_attrs(status=status, message=message, sessions=sessions)
+        try:
+            if event is not None:
+                self.store.append_event(INTERRUPTIONS, event)
+                self.live.event(event)
+            self.live.finish(status, message)
+            sessions = list(self.store.attrs.get("sessions", []))
+            if sessions:
+                sessions[-1] = {**sessions[-1], "stop_utc": utc_now(), "outcome": status}
+            self.store.set_attrs(status=status, message=message, sessions=sessions)
+        except Exception as exc:  # e.g. the disk is full: the result still says what happened
+            if status != "failed":
+                status, message = "failed", f"{message}; then recording it failed: {exc}"
+            else:
+                message = f"{message} (could not be recorded in the store: {exc})"
+            self._log_traceback(exc)
         level = logging.INFO if status in ("complete", "paused") else logging.ERROR
         log.log(level, "session %s: %s", status, message)
         return SessionResult(status, completed, len(self.plan.units), message, self.store.path)
 
     # -- main loop -------------------------------------------------------------------------------
     def run(self, *, resumed: bool) -> SessionResult:
-        """Run from the first incomplete unit to the end (or a pause / failure)."""
-        handler = attach_log_file(self.store.log_path())
-        sessions = list(self.store.attrs.get("sessions", []))
-        sessions.append({"start_utc": utc_now(), "stop_utc": None, "outcome": None,
-                         "resumed": resumed, "pid": os.getpid()})
-        self.store.set_attrs(status="running", sessions=sessions)
+        """Run from the first incomplete unit to the end (or a pause / failure).
+
+        Never raises for what goes wrong once the store exists: any error makes the devices
+        safe, is recorded in ``interruptions`` and ends the session ``failed`` with a one-line
+        message (the traceback goes to the store's log file).
+        """
+        self._log_handler = handler = attach_log_file(self.store.log_path())
         old_handler = None
         if threading.current_thread() is threading.main_thread():
             old_handler = signal.signal(signal.SIGINT, self._on_sigint)
         try:
+            sessions = list(self.store.attrs.get("sessions", []))
+            sessions.append({"start_utc": utc_now(), "stop_utc": None, "outcome": None,
+                             "resumed": resumed, "pid": os.getpid()})
+            self.store.set_attrs(status="running", sessions=sessions)
             return self._run()
+        except Exception as exc:
+            return self._fail_on_error(exc, None, self._try_make_safe(None))
         finally:
+            self.live.close()
+            self._close_devices()
             if old_handler is not None:
                 signal.signal(signal.SIGINT, old_handler)
             detach_log_file(handler)
+            self._log_handler = None
+
+    def _close_devices(self) -> None:
+        guard, lab, self.guard, self.lab = self.guard, self.lab, None, None
+        for close in (guard.close if guard else None, lab.close if lab else None):
+            if close is None:
+                continue
+            try:
+                close()
+            except Exception as exc:  # closing must not hide how the session ended
+                log.error("closing the lab: %s", exc)
+                self._log_traceback(exc)
+
+    def _log_traceback(self, exc: BaseException) -> None:
+        """Write ``exc``'s traceback to the store's log file only (the console gets one line)."""
+        if self._log_handler is None:
+            return
+        record = logging.LogRecord(__name__, logging.ERROR, __file__, 0,
+                                   "traceback of %s", (type(exc).__name__,),
+                                   (type(exc), exc, exc.__traceback__))
+        try:
+            self._log_handler.handle(record)
+        except Exception:  # the log file may be on the full disk too
+            pass
+
+    def _try_make_safe(self, unit: Unit | None) -> dict[str, Any]:
+        """Make safe if there is a guard; never raises (it runs while handling an error)."""
+        if self.guard is None:
+            return {"safe": self.lab is None, "errors": ["no guarded devices to make safe"]}
+        try:
+            return self._make_safe(unit)
+        except Exception as exc:
+            self._log_traceback(exc)
+            return {"safe": False, "errors": [f"make-safe failed: {type(exc).__name__}: {exc}"]}
+
+    def _fail_on_error(self, exc: Exception, unit: Unit | None, state: dict[str, Any]
+                       ) -> SessionResult:
+        """End the session ``failed`` after an error that is not a device fault."""
+        where = f"{unit.unit_id}: " if unit is not None else ""
+        text = " ".join(str(exc).split()) or "(no message)"
+        log.error("%s%s: %s", where, type(exc).__name__, text)
+        self._log_traceback(exc)
+        message = (f"{where}{type(exc).__name__}: {text}. The devices were made safe"
+                   f"{'' if state.get('safe') else ' as far as possible'}; traceback in "
+                   f"{self.store.log_path()}. Fix the cause and run 'elastolab session resume "
+                   f"{self.store.path}'")
+        event = {"kind": "error", "unit": unit.unit_id if unit is not None else None,
+                 "error_type": type(exc).__name__, "error": text, "state": state,
+                 "action": "stop"}
+        try:
+            completed = self._n_completed()
+        except Exception:
+            completed = 0
+        return self._finish("failed", message, completed, event=event)
 
     def _run(self) -> SessionResult:
         progress = self._progress_attr()
@@ -398,41 +527,37 @@ class SessionRunner:
                  len(todo), total, sum(u.estimated_s for u in todo))
         try:
             self.lab = self._factory(self.config)
+            self.guard = build_guard(self.lab, self.config, self.plan.layout)
         except DeviceError as exc:
             return self._finish("failed", f"could not connect the lab: {exc}", len(completed),
                                 event={"kind": "fault", "error": str(exc), "unit": None})
-        rate = max(self.config.lab.probe_force_sensor.rate_hz,
-                   self.config.lab.indenter_force_sensor.rate_hz)
-        self.guard = Guard(self.lab, self.config.safety, sample_rate_hz=rate)
-        bar = _SessionProgress(
-            TextColumn("[bold]{task.description}"), BarColumn(),
-            TextColumn("{task.percentage:>3.0f}%"),
-            TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=console,
-            disable=not self._show,
-        )
+        self.live.start(completed=completed, guard=self.guard, resumed=bool(completed))
         try:
-            with bar:
-                self._progress = bar
-                task = bar.add_task(self.config.name, total=sum(u.estimated_s for u in todo))
+            with SessionConsole(self.live, console=console, enabled=self._show) as view:
+                self._console = view
                 for unit in todo:
-                    if self._pause_requested:
+                    if self._pause_requested or self.live.pause_requested():
+                        how = "Ctrl-C" if self._pause_requested else "monitor"
                         return self._finish(
                             "paused", f"paused by the operator before {unit.unit_id}",
-                            len(completed), event={"kind": "pause", "reason": "operator (Ctrl-C)",
+                            len(completed), event={"kind": "pause", "reason": f"operator ({how})",
                                                    "next_unit": unit.unit_id})
-                    self._summary = {"k": len(completed) + 1, "n": total, "unit": unit.unit_id}
+                    self.live.unit_started(unit)
                     outcome = self._run_with_retries(unit, counts)
                     if isinstance(outcome, SessionResult):
                         return outcome
                     counts, attempt = outcome
+                    # the evidence first: a kill between the two leaves a logged attempt of a
+                    # unit that resume redoes, never a completed unit without its force log
+                    self._log_attempt(unit, attempt, "complete")
+                    self._current = None
                     completed.append(unit.unit_id)
                     self.store.set_attrs(progress={"completed": completed,
                                                    "table_records": counts})
-                    self._log_attempt(unit, attempt, "complete")
-                    bar.advance(task, unit.estimated_s)
+                    self.live.unit_done(unit)
+                    view.unit_done()
         finally:
-            self._progress = None
-            self.lab.close()
+            self._console = None
         return self._finish("complete", f"all {total} units complete", len(completed))
 
     def _run_with_retries(self, unit: Unit, counts: dict[str, int]
@@ -441,10 +566,15 @@ class SessionRunner:
         has to stop (a :class:`SessionResult`)."""
         assert self.guard is not None and self.lab is not None
         attempt = 0
+        rearm = False
         while True:
             self._rollback(counts)
-            self.guard.set_mode(unit.kind)
+            self._current = (unit, attempt)
             try:
+                if rearm or self.guard.tripped is not None:
+                    self.guard.arm()  # the links were reopened: restart the force streams
+                    rearm = False
+                self.guard.set_mode(unit.kind)
                 self.guard.devices.robot.check_start_pose()
                 self._dispatch(unit)
             except KeyboardInterrupt:
@@ -481,11 +611,22 @@ class SessionRunner:
                         "failed", f"{unit.unit_id}: the fault was not cleared by an operator: "
                         f"{exc}", self._n_completed(), event={**event, "action": "stop"})
                 self.store.append_event(INTERRUPTIONS, {**event, "action": "retry"})
+                self.live.event({**event, "action": "retry"})
                 self.lab.clock.sleep(self._retry_delay_s)
                 problems = self.lab.reconnect()
                 if problems:
                     log.warning("reconnecting before the retry: %s", "; ".join(problems))
+                rearm = True
                 continue
+            except Exception as exc:  # a bug, a full disk, a bad value: safe, recorded, stopped
+                state = self._try_make_safe(unit)
+                try:
+                    self._rollback(counts)
+                    self._log_attempt(unit, attempt, f"error: {type(exc).__name__}")
+                except Exception as record_exc:
+                    log.error("recording the failed attempt: %s", record_exc)
+                    self._log_traceback(record_exc)
+                return self._fail_on_error(exc, unit, state)
             return {t: len(self.store.table(t)) for t in self._result_tables()}, attempt
 
     def _n_completed(self) -> int:

@@ -6,6 +6,7 @@ Thin commands: parse, build, call :mod:`lab.session`. The lead mounts :data:`ses
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections import Counter
 from pathlib import Path
@@ -17,6 +18,7 @@ from rich.table import Table as RichTable
 from lab.config import ConfigError, load_config
 from lab.logs import console
 from lab.store import StoreError
+from protocols.params import SweiParams
 from protocols.plan import Plan
 
 session_app = typer.Typer(help="Run and resume acquisition sessions.", no_args_is_help=True,
@@ -29,6 +31,14 @@ DRY_RUN_LISTED = 40
 def _fail(message: str, code: int = 2) -> None:
     console.print(f"[red]error:[/red] {message}", highlight=False)
     raise typer.Exit(code)
+
+
+def _fail_unexpected(exc: Exception) -> None:
+    """One line for an error the runner could not record (it records all it can; see the
+    store's log file), exit status 1; the traceback goes to the log at debug level."""
+    logging.getLogger(__name__).debug("traceback", exc_info=exc)
+    text = " ".join(str(exc).split())
+    _fail(f"{type(exc).__name__}: {text}", code=1)
 
 
 def _duration(seconds: float) -> str:
@@ -72,9 +82,9 @@ def plot_positions(plan: object, path: Path) -> None:
     assert isinstance(plan, Plan)
     by_block: dict[str, list[tuple[float, float, int]]] = {}
     for u in plan.units:
-        if u.kind == "swei":
+        if isinstance(u.params, SweiParams):
             by_block.setdefault(u.phantom_id, []).append(
-                (u.params["x_mm"], u.params["y_mm"], u.params["position_index"]))
+                (u.params.x_mm, u.params.y_mm, u.params.position_index))
     n = max(len(by_block), 1)
     fig, axes = plt.subplots(1, n, figsize=(4 * n, 4), squeeze=False)
     for ax, (block, pts) in zip(axes[0], sorted(by_block.items()), strict=False):
@@ -130,6 +140,9 @@ def run(
     except (SessionError, StoreError) as exc:
         _fail(str(exc))
         return
+    except Exception as exc:  # anything else: one line here, the traceback at debug level
+        _fail_unexpected(exc)
+        return
     _exit_with(result)
 
 
@@ -146,6 +159,9 @@ def resume(
         result = resume_session(store, show_progress=progress, interactive=sys.stdin.isatty())
     except (SessionError, StoreError, ConfigError) as exc:
         _fail(str(exc))
+        return
+    except Exception as exc:  # anything else: one line here, the traceback at debug level
+        _fail_unexpected(exc)
         return
     _exit_with(result)
 

@@ -23,7 +23,7 @@ import json
 import logging
 import os
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -34,6 +34,7 @@ from numpy.typing import ArrayLike, NDArray
 from zarr.codecs import BloscCodec, BloscShuffle
 
 from lab.provenance import package_version, plan_hash, provenance, utc_now
+from lab.variables import current_dims, variable_attrs
 
 log = logging.getLogger(__name__)
 
@@ -405,27 +406,48 @@ class SessionStore:
         config: Mapping[str, Any] | None = None,
         plan: Any = None,
         kind: str = "session",
+        prepare: Callable[[SessionStore], None] | None = None,
     ) -> SessionStore:
-        """Create a new store at ``path``; refuses to touch anything that already exists."""
+        """Create a new store at ``path``; refuses to touch anything that already exists.
+
+        Creation is atomic: the store is built in a hidden sibling directory
+        (``.NAME.creating-PID``), ``prepare`` (if given) adds what the store must hold before
+        anyone may see it (the runner's status and progress), and one rename puts it at
+        ``path``. A kill at any instant leaves either no store at ``path`` or a complete one
+        (a leftover hidden directory is harmless and can be deleted).
+        """
         path = Path(path)
         if path.exists():
             raise StoreError(f"{path} already exists; refusing to overwrite it (resume it or pick "
                              "another path)")
-        root = zarr.open_group(str(path), mode="w-", zarr_format=3)
-        root.update_attributes(
-            {
-                "format": STORE_FORMAT,
-                "schema_version": SCHEMA_VERSION,
-                "kind": kind,
-                **provenance(),
-                "config": _to_json(dict(config or {})),
-                "plan_hash": plan_hash(plan) if plan is not None else None,
-                "plan": _to_json(plan) if plan is not None else None,
-                "sessions": [],
-            }
-        )
-        root.require_group(LOG_DIR).attrs["description"] = "plain-text session logs"
-        return cls(path, root, "a")
+        staging = path.with_name(f".{path.name}.creating-{os.getpid()}")
+        if staging.exists():
+            _rmtree(staging)
+        root = zarr.open_group(str(staging), mode="w-", zarr_format=3)
+        try:
+            root.update_attributes(
+                {
+                    "format": STORE_FORMAT,
+                    "schema_version": SCHEMA_VERSION,
+                    "kind": kind,
+                    **provenance(),
+                    "config": _to_json(dict(config or {})),
+                    "plan_hash": plan_hash(plan) if plan is not None else None,
+                    "plan": _to_json(plan) if plan is not None else None,
+                    "sessions": [],
+                }
+            )
+            root.require_group(LOG_DIR).attrs["description"] = "plain-text session logs"
+            if prepare is not None:
+                prepare(cls(staging, root, "a"))
+            if path.exists():
+                raise StoreError(f"{path} appeared while the store was being created; left it "
+                                 "alone")
+            os.rename(staging, path)
+        except BaseException:
+            _rmtree(staging)
+            raise
+        return cls.open(path, mode="a")
 
     @classmethod
     def open(cls, path: str | os.PathLike[str], mode: Literal["r", "a"] = "r") -> SessionStore:
@@ -519,7 +541,7 @@ class SessionStore:
         schema = {s.name: s.schema() for s in arrays}
         if path in self.root:
             table = self.table(path)
-            if table.row_dim != row_dim or _to_json(table.schema) != _to_json(schema):
+            if table.row_dim != row_dim or not _same_schema(path, table.schema, schema):
                 raise StoreError(
                     f"{self.path}: table {path!r} exists with a different schema; this store was "
                     f"written by another configuration or version.\n  stored:   "
@@ -540,7 +562,7 @@ class SessionStore:
                 compressors=_compressor(dtype),
                 fill_value=0,
                 config={"write_empty_chunks": True},
-                attributes=_to_json(dict(spec.attrs)),
+                attributes=_to_json({**variable_attrs(spec.name), **dict(spec.attrs)}),
             )
         group.update_attributes({"row_dim": row_dim, "schema": schema, "committed_rows": 0,
                             "records": [], **_to_json(dict(attrs or {}))})
@@ -574,7 +596,8 @@ class SessionStore:
             chunks=tuple(chunks) if chunks is not None else value.shape or (1,),
             dimension_names=tuple(dims), compressors=_compressor(value.dtype),
             fill_value=0, config={"write_empty_chunks": True},
-            attributes=_to_json({**dict(attrs or {}), "allow_nan": allow_nan,
+            attributes=_to_json({**variable_attrs(name), **dict(attrs or {}),
+                                 "allow_nan": allow_nan,
                                  "written_utc": utc_now(),
                                  "elastolab_version": package_version()}),
         )
@@ -613,6 +636,21 @@ class SessionStore:
     def _check_writable(self) -> None:
         if self.mode != "a":
             raise StoreError(f"{self.path} is open read-only")
+
+
+def _same_schema(path: str, stored: Mapping[str, Any], expected: Mapping[str, Any]) -> bool:
+    """Whether a stored table schema is `expected`, allowing dimension names of earlier versions
+    (:data:`lab.variables.LEGACY_DIMS`): a store written before a rename keeps appending."""
+    stored, expected = _to_json(dict(stored)), _to_json(dict(expected))
+    if stored == expected:
+        return True
+    if set(stored) != set(expected):
+        return False
+    for name, spec in stored.items():
+        renamed = {**spec, "dims": list(current_dims(path, name, tuple(spec["dims"])))}
+        if renamed != expected[name]:
+            return False
+    return True
 
 
 def _with_all_chunks(array: zarr.Array) -> zarr.Array:

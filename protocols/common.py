@@ -15,6 +15,7 @@ from numpy.typing import NDArray
 from drivers.base import DeviceError
 from drivers.robot.contact import ContactLogic, ContactResult
 from lab.safety import GuardedDevices
+from protocols.params import ProbeParams
 from protocols.plan import MAX_SEARCH_DEPTH_M
 
 #: Progress callback: the runner shows these fields in its live summary line.
@@ -71,7 +72,10 @@ def retract_to(devices: GuardedDevices, z_m: float, *, speed_m_s: float,
 
 def contact_logic(devices: GuardedDevices, *, target_force_n: float, search_speed_m_s: float,
                   acceleration_m_s2: float, max_travel_m: float) -> ContactLogic:
-    """Contact logic on the guarded robot and probe watchdog; aborts above the active limit.
+    """Contact logic on the guarded robot and probe sensor; aborts above the active limit.
+
+    The search runs at ``search_speed_m_s`` or the guard's near-contact speed cap, whichever is
+    lower.
 
     Raises
     ------
@@ -79,8 +83,10 @@ def contact_logic(devices: GuardedDevices, *, target_force_n: float, search_spee
         ``target_force_n`` is not below the guard's active probe force limit.
     """
     devices.probe_sensor.check_setpoint(target_force_n)
+    # never faster near the phantom than the guard's cap (5 % overshoot on the stiffest phantom)
+    search_speed_m_s = min(search_speed_m_s, devices.robot.near_contact_speed_max_m_s)
     return ContactLogic(
-        robot=devices.robot, sensor=devices.probe_sensor, clock=devices.clock,  # type: ignore[arg-type]
+        robot=devices.robot, sensor=devices.probe_sensor, clock=devices.clock,
         target_force_n=target_force_n, tolerance_n=min(0.05, target_force_n / 4),
         max_force_n=devices.probe_sensor.limit_n, standoff_m=0.005, max_travel_m=max_travel_m,
         approach_speed_m_s=min(0.01, search_speed_m_s * 5), search_speed_m_s=search_speed_m_s,
@@ -95,7 +101,7 @@ def surface_pose(origin_m: list[float], x_mm: float, y_mm: float) -> NDArray[np.
                      np.pi, 0.0, 0.0])
 
 
-def approach_position(devices: GuardedDevices, params: dict[str, Any], *, unit_id: str,
+def approach_position(devices: GuardedDevices, params: ProbeParams, *, unit_id: str,
                       report: Report = no_report) -> tuple[ContactLogic, ContactResult]:
     """Travel above a probe unit's position, then find contact at its ``contact_force_n``.
 
@@ -105,8 +111,8 @@ def approach_position(devices: GuardedDevices, params: dict[str, Any], *, unit_i
     Parameters
     ----------
     devices : GuardedDevices
-    params : dict
-        ``Unit.params`` of an SWEI position or a compression step (:mod:`protocols.plan`):
+    params : ProbeParams
+        ``Unit.params`` of an SWEI position or a compression step (:mod:`protocols.params`):
         ``above_pose``, ``travel_pose``, ``travel_speed_m_s``, ``acceleration_m_s2``,
         ``contact_force_n``, ``approach_speed_m_s``, ``origin_m``, ``x_mm``, ``y_mm``.
     unit_id : str
@@ -119,13 +125,13 @@ def approach_position(devices: GuardedDevices, params: dict[str, Any], *, unit_i
     result : ContactResult
         Outcome of the approach (contact pose and force).
     """
-    accel = params["acceleration_m_s2"]
+    accel = params.acceleration_m_s2
     report(phase="travel", unit=unit_id)
-    travel_to(devices, params["above_pose"], travel_z_m=params["travel_pose"][2],
-              speed_m_s=params["travel_speed_m_s"], acceleration_m_s2=accel)
+    travel_to(devices, params.above_pose, travel_z_m=params.travel_pose[2],
+              speed_m_s=params.travel_speed_m_s, acceleration_m_s2=accel)
     report(phase="approach")
-    contact = contact_logic(devices, target_force_n=params["contact_force_n"],
-                            search_speed_m_s=params["approach_speed_m_s"],
+    contact = contact_logic(devices, target_force_n=params.contact_force_n,
+                            search_speed_m_s=params.approach_speed_m_s,
                             acceleration_m_s2=accel, max_travel_m=MAX_SEARCH_DEPTH_M)
-    result = contact.approach(surface_pose(params["origin_m"], params["x_mm"], params["y_mm"]))
+    result = contact.approach(surface_pose(params.origin_m, params.x_mm, params.y_mm))
     return contact, result

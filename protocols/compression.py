@@ -34,6 +34,7 @@ from protocols.common import (
     no_report,
     retract_to,
 )
+from protocols.params import CompressionParams
 from protocols.plan import Unit
 
 log = logging.getLogger(__name__)
@@ -43,11 +44,11 @@ TRUTH_TABLE = "truth/compression"
 _TRUTH = ("axial_displacement_m", "lateral_displacement_m", "axial_strain")
 
 
-def rf_sequence(params: dict[str, Any]) -> RfFrameSequence:
+def rf_sequence(params: CompressionParams) -> RfFrameSequence:
     """The RF frame sequence of a unit: ``depth_samples`` at 40 MHz, ``lines`` over 33 mm."""
     base = RfFrameSequence()
-    depth_mm = params["depth_samples"] * SOUND_SPEED_M_S / (2 * base.sampling_frequency_hz) * 1e3
-    return RfFrameSequence(fov_depth_mm=depth_mm, n_lines=params["lines"])
+    depth_mm = params.depth_samples * SOUND_SPEED_M_S / (2 * base.sampling_frequency_hz) * 1e3
+    return RfFrameSequence(fov_depth_mm=depth_mm, n_lines=params.lines)
 
 
 def _tables(store: SessionStore, frame: Any) -> tuple[Any, Any]:
@@ -73,30 +74,33 @@ def run_unit(unit: Unit, devices: GuardedDevices, store: SessionStore, *,
              report: Report = no_report) -> dict[str, Any]:
     """Do one compression step (see module docstring); returns a summary for the runner."""
     p = unit.params
-    speed, accel = p["travel_speed_m_s"], p["acceleration_m_s2"]
+    if not isinstance(p, CompressionParams):
+        raise TypeError(f"{unit.unit_id}: a compression unit needs CompressionParams, got "
+                        f"{type(p).__name__}")
+    speed, accel = p.travel_speed_m_s, p.acceleration_m_s2
     seq = rf_sequence(p)
-    devices.probe_sensor.check_setpoint(p["contact_force_n"])  # refuse before moving
+    devices.probe_sensor.check_setpoint(p.contact_force_n)  # refuse before moving
     _, result = approach_position(devices, p, unit_id=unit.unit_id, report=report)
-    press_m = p["applied_strain"] * p["height_mm"] * 1e-3
+    press_m = p.applied_strain * p.height_mm * 1e-3
     if press_m > 0:
         target = np.asarray(result.pose, dtype=np.float64).copy()
         target[2] -= press_m
         report(phase="press")
-        move(devices, target, speed_m_s=p["approach_speed_m_s"], acceleration_m_s2=accel)
+        move(devices, target, speed_m_s=p.approach_speed_m_s, acceleration_m_s2=accel)
     devices.clock.sleep(0.005)
     force_n = devices.probe_sensor.read().fz_n
     frame = devices.ultrasound.acquire_rf_frame(seq)
-    key = f"{p['block_id']}/step{p['step']:02d}"
+    key = f"{p.block_id}/step{p.step:02d}"
     table, truth = _tables(store, frame)
-    meta = {"unit_id": unit.unit_id, "phantom_id": p["block_id"], "step": p["step"],
+    meta = {"unit_id": unit.unit_id, "phantom_id": p.block_id, "step": p.step,
             "force_n": force_n, "contact_pose": np.asarray(result.pose).tolist(),
             "system_applied_strain": frame.metadata.get("applied_strain"),
             "t_s": frame.metadata.get("t_s")}
     table.append(key, {"rf": frame.rf[None],
-                       "applied_strain": np.array([p["applied_strain"]], np.float32)}, meta)
+                       "applied_strain": np.array([p.applied_strain], np.float32)}, meta)
     if truth is not None:
         truth.append(key, {name: frame.truth[name][None] for name in _TRUTH},
                      {"unit_id": unit.unit_id})
     report(phase="retract", force_n=force_n, last=key)
-    retract_to(devices, p["above_pose"][2], speed_m_s=speed, acceleration_m_s2=accel)
+    retract_to(devices, p.above_pose[2], speed_m_s=speed, acceleration_m_s2=accel)
     return {"last_record": key, "force_n": force_n}

@@ -6,10 +6,17 @@ One unit (``indentation/{cylinder}``):
 2. servo on, reference, plate to ``start_z_mm`` (``approach_gap_mm`` above the cylinder), bias
    the Nano17 with the plate in air;
 3. drive the plate down at ``velocity_mm_s`` (0.01 mm/s), reading force and position every
-   ``1 / sample_rate_hz`` (200 Hz). The force is tared by the mean of ``TARE_SAMPLES`` samples in
-   air (the Net F/T bias is one noisy sample, a few mN off). Contact is where the moving average
-   of ``CONTACT_SAMPLES`` samples first reaches ``contact_force_n`` (the 5 mN default is only a
-   few quantisation steps of the Nano17); ``contact_position_mm`` is the plate travel at the
+   ``1 / sample_rate_hz`` (200 Hz). The force is the newest sample of the guard's watched
+   stream (:class:`lab.safety.GuardedForceSensor`: no request on the wire per sample), so
+   ``sample_rate_hz`` should not exceed the sensor's ``rate_hz`` (samples would repeat). The
+   plate position at each sample time comes from the controller's data recorder (RTR/DRR?),
+   read once per ``BATCH_SAMPLES`` samples and interpolated, instead of one ``POS?`` a sample;
+   the protocol's own strain and force stops may therefore act up to one batch late (the
+   guard's watch still checks every force sample at the safety limit). The
+   force is tared by the mean of ``TARE_SAMPLES`` samples in air (the Net F/T bias is one
+   noisy sample, a few mN off). Contact is where the moving average of ``CONTACT_SAMPLES``
+   samples first reaches ``contact_force_n`` (the 5 mN default is only a few quantisation
+   steps of the Nano17); ``contact_position_mm`` is the plate travel at the
    first sample of that window. The run ends at
    ``max_strain`` (7 %) beyond contact (``stop_reason = "strain"``) or when the force reaches
    ``force_stop_n`` (``"force_limit"``), whichever comes first; the guard's watchdog trips at
@@ -37,6 +44,7 @@ from lab.config import CylinderConfig
 from lab.safety import GuardedDevices
 from lab.store import ArraySpec, SessionStore
 from protocols.common import MOTION_TIMEOUT_S, ProtocolError, Report, no_report
+from protocols.params import IndentationParams
 from protocols.plan import Unit
 
 log = logging.getLogger(__name__)
@@ -107,21 +115,23 @@ def run_unit(unit: Unit, devices: GuardedDevices, store: SessionStore, *,
         Device faults and guard trips (the runner makes the devices safe).
     """
     p = unit.params
+    if not isinstance(p, IndentationParams):
+        raise TypeError(f"{unit.unit_id}: an indentation unit needs IndentationParams, got "
+                        f"{type(p).__name__}")
     hexapod, sensor, clock = devices.hexapod, devices.indenter_sensor, devices.clock
-    cylinder = CylinderConfig(id=p["cylinder_id"], gelatin_percent=p["gelatin_percent"],
-                              radius_mm=p["radius_mm"], height_mm=p["height_mm"])
-    start_z, lowest_z = p["start_z_mm"], p["lowest_z_mm"]
+    cylinder = CylinderConfig(id=p.cylinder_id, gelatin_percent=p.gelatin_percent,
+                              radius_mm=p.radius_mm, height_mm=p.height_mm)
+    start_z, lowest_z = p.start_z_mm, p.lowest_z_mm
     hexapod.check(z_mm=start_z)  # refuse before anything moves
     hexapod.check(z_mm=lowest_z)
     report(phase="place", unit=unit.unit_id)
-    devices.operator.place_cylinder(cylinder, contact_z_mm=start_z - p["approach_gap_mm"])
+    devices.operator.place_cylinder(cylinder, contact_z_mm=start_z - p.approach_gap_mm)
     hexapod.servo(True)
     hexapod.reference().wait(MOTION_TIMEOUT_S)
-    hexapod.set_velocity(p["retract_velocity_mm_s"])
+    hexapod.set_velocity(p.retract_velocity_mm_s)
     hexapod.move_to(z_mm=start_z).wait(MOTION_TIMEOUT_S)
-    period = 1.0 / p["sample_rate_hz"]
+    period = 1.0 / p.sample_rate_hz
     clock.sleep(period)
-    sensor.stop_streaming()  # a stream left by a failed attempt: bias and tare on requests
     sensor.bias()
     air: list[float] = []
     for _ in range(TARE_SAMPLES):
@@ -129,7 +139,7 @@ def run_unit(unit: Unit, devices: GuardedDevices, store: SessionStore, *,
         air.append(sensor.read().fz_n)
     tare_n = float(np.mean(air))
 
-    height = p["height_mm"]
+    height = p.height_mm
     full_travel = start_z - lowest_z
     t_s: list[float] = []
     position: list[float] = []
@@ -137,12 +147,11 @@ def run_unit(unit: Unit, devices: GuardedDevices, store: SessionStore, *,
     contact_mm: float | None = None
     stop_reason = ""
     report(phase="drive")
-    hexapod.set_velocity(p["velocity_mm_s"])
+    hexapod.set_velocity(p.velocity_mm_s)
     t0 = clock.now()
-    lookahead_mm = p["velocity_mm_s"] * LOOKAHEAD_S
+    lookahead_mm = p.velocity_mm_s * LOOKAHEAD_S
     hexapod.move_to(z_mm=max(lowest_z, start_z - lookahead_mm))
     renew_at = t0 + LOOKAHEAD_S / 4
-    sensor.start_streaming(p["sample_rate_hz"])  # pushed at the rate: no request per sample
     batches = _sample_batches(sensor, hexapod, clock, period)
     while not stop_reason:
         for sample, z_now in next(batches):
@@ -156,12 +165,12 @@ def run_unit(unit: Unit, devices: GuardedDevices, store: SessionStore, *,
             force.append(fz)
             if contact_mm is None:
                 if (len(force) >= CONTACT_SAMPLES
-                        and np.mean(force[-CONTACT_SAMPLES:]) >= p["contact_force_n"]):
+                        and np.mean(force[-CONTACT_SAMPLES:]) >= p.contact_force_n):
                     contact_mm = position[-CONTACT_SAMPLES]
-            elif (travel - contact_mm) / height >= p["max_strain"]:
+            elif (travel - contact_mm) / height >= p.max_strain:
                 stop_reason = "strain"
                 break
-            if fz >= p["force_stop_n"]:
+            if fz >= p.force_stop_n:
                 stop_reason = "force_limit"
                 break
             if travel >= full_travel - 1e-9:
@@ -173,22 +182,21 @@ def run_unit(unit: Unit, devices: GuardedDevices, store: SessionStore, *,
             if len(t_s) % 200 == 0:
                 report(force_n=fz, position_mm=travel)
     hexapod.stop(success=True)
-    sensor.stop_streaming()
     if contact_mm is None:  # stopped on force before three samples above the contact force
         raise ProtocolError(hexapod.name, f"{cylinder.id}: force {force[-1]:.3f} N reached "
                             "before contact was established; check the sensor bias")
     report(phase="retract", force_n=force[-1])
-    hexapod.set_velocity(p["retract_velocity_mm_s"])
+    hexapod.set_velocity(p.retract_velocity_mm_s)
     hexapod.move_to(z_mm=start_z).wait(MOTION_TIMEOUT_S)
     n = len(t_s)
     meta = {"unit_id": unit.unit_id, "phantom_id": cylinder.id,
             "gelatin_percent": cylinder.gelatin_percent, "radius_mm": cylinder.radius_mm,
             "height_mm": height, "contact_position_mm": contact_mm, "stop_reason": stop_reason,
-            "velocity_mm_s": p["velocity_mm_s"], "sample_rate_hz": p["sample_rate_hz"],
+            "velocity_mm_s": p.velocity_mm_s, "sample_rate_hz": p.sample_rate_hz,
             "t_start_s": t0, "max_force_n": float(np.max(force)), "tare_n": tare_n}
     _table(store).append(cylinder.id, {
         "time_s": np.asarray(t_s, np.float64), "position_mm": np.asarray(position, np.float64),
-        "force_n": np.asarray(force, np.float32), "run": np.full(n, p["run"], np.int32),
+        "force_n": np.asarray(force, np.float32), "run": np.full(n, p.run, np.int32),
     }, meta)
     log.info("indentation %s: %d samples, contact at %.3f mm, stopped on %s at %.3f N",
              cylinder.id, n, contact_mm, stop_reason, force[-1])

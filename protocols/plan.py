@@ -26,12 +26,18 @@ overlap and, through the poses of every unit, probe positions outside the worksp
 from __future__ import annotations
 
 import zlib
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 import numpy as np
 
 from lab.config import (
+    APPROACH_SPEED_M_S,
+    BENCH_Y_M,
+    BLOCK_SPACING_M,
+    PROBE_DOWN_RAD,
+    TRAVEL_CLEARANCE_M,
     BlockConfig,
     CompressionConfig,
     CylinderConfig,
@@ -39,31 +45,35 @@ from lab.config import (
     SafetyConfig,
     SessionConfig,
     SweiConfig,
+    bench_layout,
+    travel_z_m,
 )
+from lab.force_bounds import PROBE_FACE_AREA_MM2
 from lab.gelatin import flat_punch_force_n, youngs_modulus_kpa
+from protocols.params import (
+    CompressionParams,
+    IndentationParams,
+    ProbeParams,
+    SweiParams,
+    UnitParams,
+    params_from_json,
+)
+
+# Bench geometry and probe constants live in lab.config and lab.force_bounds (shared with the
+# lab builder and the guard); they are re-exported here for the planning code and its users.
+__all__ = ["APPROACH_SPEED_M_S", "BENCH_Y_M", "BLOCK_SPACING_M", "PROBE_DOWN_RAD",
+           "PROBE_FACE_AREA_MM2", "TRAVEL_CLEARANCE_M", "bench_layout", "travel_z_m"]
 
 UnitKind = Literal["indentation", "swei", "compression"]
 
-#: Distance between neighbouring block centres on the bench (m).
-BLOCK_SPACING_M = 0.15
-#: y of the block centres in the robot base frame (m).
-BENCH_Y_M = -0.30
-#: Probe orientation [rx, ry, rz] (rad): face down.
-PROBE_DOWN_RAD = (float(np.pi), 0.0, 0.0)
 #: Height of the probe face above a block surface when travelling and before an approach (m).
 CLEARANCE_M = 0.010
-#: Height of travel moves above the tallest block top (m).
-TRAVEL_CLEARANCE_M = 0.020
 #: Deepest the probe may go below a block surface while looking for contact (m).
 MAX_SEARCH_DEPTH_M = 0.005
 #: Linear speed for travel between positions (m/s); the safety cap applies if lower.
 TRAVEL_SPEED_M_S = 0.04
 #: Linear acceleration for all robot moves (m/s^2); the safety cap applies if lower.
 ACCELERATION_M_S2 = 0.2
-#: Probe speed while looking for contact (m/s).
-APPROACH_SPEED_M_S = 0.002
-#: Probe face area used to predict contact forces in the plan check (mm^2): 40 x 10 mm.
-PROBE_FACE_AREA_MM2 = 400.0
 #: Seconds one simulated or real ultrasound acquisition is assumed to take (estimates only).
 ACQUISITION_S = 0.05
 
@@ -82,8 +92,8 @@ class Unit:
     phantom_id : str
     index : int
         Position index (SWEI), step index (compression) or run index (indentation).
-    params : dict
-        Everything the protocol needs, in plain JSON types (mm, m, N, s as named).
+    params : IndentationParams, SweiParams or CompressionParams
+        Everything the protocol needs (:mod:`protocols.params`); stored as a flat JSON dict.
     records : dict of str to list of str
         Record keys this unit appends, by table (derived ``truth/...`` tables use the same keys).
     estimated_s : float
@@ -95,16 +105,16 @@ class Unit:
     protocol_index: int
     phantom_id: str
     index: int
-    params: dict[str, Any]
+    params: UnitParams
     records: dict[str, list[str]]
     estimated_s: float
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "params": self.params.to_json()}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Unit:
-        return cls(**data)
+        return cls(**{**data, "params": params_from_json(data["kind"], data["params"])})
 
 
 @dataclass(frozen=True)
@@ -134,18 +144,6 @@ class Plan:
 
 
 # -- layout ----------------------------------------------------------------------------------------
-def bench_layout(config: SessionConfig) -> dict[str, list[float]]:
-    """Base-frame position (m) of each block's top-surface centre: its ``origin_m`` if given,
-    else its slot in the automatic row (see module docstring)."""
-    blocks = [p for p in config.phantoms if isinstance(p, BlockConfig)]
-    n = len(blocks)
-    return {
-        b.id: ([float(v) for v in b.origin_m] if b.origin_m is not None
-               else [(i - (n - 1) / 2) * BLOCK_SPACING_M, BENCH_Y_M, b.size_mm[2] * 1e-3])
-        for i, b in enumerate(blocks)
-    }
-
-
 def layout_problems(config: SessionConfig, layout: dict[str, list[float]]) -> list[str]:
     """Blocks whose footprints (x-y rectangles on the bench) overlap; empty when none do."""
     blocks = [p for p in config.phantoms if isinstance(p, BlockConfig)]
@@ -195,17 +193,12 @@ def build_plan(config: SessionConfig) -> Plan:
             units += _swei_units(i, proto, phantoms, layout, safety)
         else:
             units += _compression_units(i, proto, phantoms, layout, safety)
-    ids = [u.unit_id for u in units]
-    dupes = sorted({u for u in ids if ids.count(u) > 1})
+    counts = Counter(u.unit_id for u in units)
+    dupes = sorted(u for u, n in counts.items() if n > 1)
     if dupes:
         raise ValueError(f"the config plans the same unit twice: {dupes} (a phantom listed twice "
                          "in one protocol kind?)")
     return Plan(tuple(units), layout)
-
-
-def travel_z_m(layout: dict[str, list[float]]) -> float:
-    """Height (m) of the probe face for travel between positions: above every block."""
-    return max((o[2] for o in layout.values()), default=0.0) + TRAVEL_CLEARANCE_M
 
 
 def _travel_speed(safety: SafetyConfig) -> float:
@@ -231,15 +224,15 @@ def _indentation_units(index: int, proto: IndentationConfig, phantoms: dict[str,
         units.append(Unit(
             unit_id=f"indentation/{cyl_id}", kind="indentation", protocol_index=index,
             phantom_id=cyl_id, index=run,
-            params={
-                "cylinder_id": cyl_id, "run": run, "gelatin_percent": cyl.gelatin_percent,
-                "radius_mm": cyl.radius_mm, "height_mm": cyl.height_mm,
-                "velocity_mm_s": proto.velocity_mm_s, "sample_rate_hz": proto.sample_rate_hz,
-                "max_strain": proto.max_strain, "contact_force_n": proto.contact_force_n,
-                "approach_gap_mm": proto.approach_gap_mm, "force_stop_n": proto.force_stop_n,
-                "start_z_mm": proto.start_z_mm, "lowest_z_mm": lowest_z_mm,
-                "retract_velocity_mm_s": proto.retract_velocity_mm_s,
-            },
+            params=IndentationParams(
+                cylinder_id=cyl_id, run=run, gelatin_percent=cyl.gelatin_percent,
+                radius_mm=cyl.radius_mm, height_mm=cyl.height_mm,
+                velocity_mm_s=proto.velocity_mm_s, sample_rate_hz=proto.sample_rate_hz,
+                max_strain=proto.max_strain, contact_force_n=proto.contact_force_n,
+                approach_gap_mm=proto.approach_gap_mm, force_stop_n=proto.force_stop_n,
+                start_z_mm=proto.start_z_mm, lowest_z_mm=lowest_z_mm,
+                retract_velocity_mm_s=proto.retract_velocity_mm_s,
+            ),
             records={"indentation": [cyl_id]}, estimated_s=round(estimated, 3),
         ))
     return units
@@ -248,17 +241,18 @@ def _indentation_units(index: int, proto: IndentationConfig, phantoms: dict[str,
 def _probe_params(origin: list[float], x_mm: float, y_mm: float,
                   layout: dict[str, list[float]], safety: SafetyConfig, *,
                   deepest_m: float) -> dict[str, Any]:
-    """Unit params shared by the probe protocols (SWEI, compression): where and how to move.
+    """Fields of :class:`~protocols.params.ProbeParams` but the contact force: where and how to
+    move (keyword arguments for the SWEI and compression parameters).
 
     Position (``x_mm``, ``y_mm`` on the block, block ``origin_m``), the poses above the position,
     at travel height and `deepest_m` below the surface, and the travel, acceleration and approach
-    speeds (plain JSON types).
+    speeds.
     """
     return {
-        "x_mm": x_mm, "y_mm": y_mm, "origin_m": origin,
-        "above_pose": probe_pose(origin, x_mm, y_mm, CLEARANCE_M),
-        "travel_pose": probe_pose(origin, x_mm, y_mm, travel_z_m(layout) - origin[2]),
-        "deepest_pose": probe_pose(origin, x_mm, y_mm, -deepest_m),
+        "x_mm": x_mm, "y_mm": y_mm, "origin_m": tuple(origin),
+        "above_pose": tuple(probe_pose(origin, x_mm, y_mm, CLEARANCE_M)),
+        "travel_pose": tuple(probe_pose(origin, x_mm, y_mm, travel_z_m(layout) - origin[2])),
+        "deepest_pose": tuple(probe_pose(origin, x_mm, y_mm, -deepest_m)),
         "travel_speed_m_s": _travel_speed(safety), "acceleration_m_s2": _acceleration(safety),
         "approach_speed_m_s": APPROACH_SPEED_M_S,
     }
@@ -284,14 +278,14 @@ def _swei_units(index: int, proto: SweiConfig, phantoms: dict[str, Any],
             units.append(Unit(
                 unit_id=f"swei/{block_id}/pos{p:03d}", kind="swei", protocol_index=index,
                 phantom_id=block_id, index=p,
-                params={
-                    "block_id": block_id, "position_index": p,
+                params=SweiParams(
+                    block_id=block_id, position_index=p,
                     **_probe_params(origin, x_mm, y_mm, layout, safety,
                                     deepest_m=MAX_SEARCH_DEPTH_M),
-                    "push_elements": list(proto.push_elements), "frames": proto.frames,
-                    "prf_hz": proto.prf_hz, "contact_force_n": proto.contact_force_n,
-                    "depth_px": proto.depth_px, "lateral_px": proto.lateral_px,
-                },
+                    push_elements=tuple(proto.push_elements), frames=proto.frames,
+                    prf_hz=proto.prf_hz, contact_force_n=proto.contact_force_n,
+                    depth_px=proto.depth_px, lateral_px=proto.lateral_px,
+                ),
                 records={"swei": keys}, estimated_s=round(estimated, 3),
             ))
     return units
@@ -314,14 +308,14 @@ def _compression_units(index: int, proto: CompressionConfig, phantoms: dict[str,
             units.append(Unit(
                 unit_id=f"compression/{key}", kind="compression", protocol_index=index,
                 phantom_id=block_id, index=k,
-                params={
-                    "block_id": block_id, "step": k, "applied_strain": strain,
-                    "height_mm": height_mm,
+                params=CompressionParams(
+                    block_id=block_id, step=k, applied_strain=strain,
+                    height_mm=height_mm,
                     **_probe_params(origin, x_mm, y_mm, layout, safety,
                                     deepest_m=MAX_SEARCH_DEPTH_M + press_m),
-                    "contact_force_n": proto.contact_force_n,
-                    "depth_samples": proto.depth_samples, "lines": proto.lines,
-                },
+                    contact_force_n=proto.contact_force_n,
+                    depth_samples=proto.depth_samples, lines=proto.lines,
+                ),
                 records={"compression": [key]}, estimated_s=round(estimated, 3),
             ))
     return units
@@ -338,50 +332,52 @@ def check_plan(plan: Plan, config: SessionConfig) -> list[str]:
     hi = np.asarray(safety.workspace_max_m)
     problems += layout_problems(config, plan.layout) if plan.layout else []
 
-    def pose_ok(unit: Unit, name: str) -> None:
-        xyz = np.asarray(unit.params[name][:3])
+    def pose_ok(unit: Unit, p: ProbeParams, name: str) -> None:
+        xyz = np.asarray(getattr(p, name)[:3])
         if np.any(xyz < lo) or np.any(xyz > hi):
-            origin = np.round(unit.params["origin_m"], 4).tolist()
+            origin = np.round(p.origin_m, 4).tolist()
             problems.append(f"{unit.unit_id}: {name} {np.round(xyz, 4).tolist()} m is outside the "
                             f"robot workspace box {lo.tolist()}..{hi.tolist()} m (block "
                             f"{unit.phantom_id!r} at origin_m {origin})")
 
     for unit in plan.units:
         p = unit.params
-        if unit.kind == "indentation":
+        if isinstance(p, IndentationParams):
             z_lo, z_hi = safety.hexapod_limits_mm.get("Z", (-np.inf, np.inf))
-            for name in ("start_z_mm", "lowest_z_mm"):
-                if not z_lo <= p[name] <= z_hi:
-                    problems.append(f"{unit.unit_id}: hexapod Z {p[name]} mm ({name}) is outside "
+            for name, z_mm in (("start_z_mm", p.start_z_mm), ("lowest_z_mm", p.lowest_z_mm)):
+                if not z_lo <= z_mm <= z_hi:
+                    problems.append(f"{unit.unit_id}: hexapod Z {z_mm} mm ({name}) is outside "
                                     f"the soft limits [{z_lo}, {z_hi}] mm")
             limit = safety.indentation_force_limit_n
-            for name in ("force_stop_n", "contact_force_n"):
-                if p[name] >= limit:
-                    problems.append(f"{unit.unit_id}: {name} {p[name]} N is not below the "
+            for name, force_n in (("force_stop_n", p.force_stop_n),
+                                  ("contact_force_n", p.contact_force_n)):
+                if force_n >= limit:
+                    problems.append(f"{unit.unit_id}: {name} {force_n} N is not below the "
                                     f"indentation force limit {limit} N")
-            for name in ("velocity_mm_s", "retract_velocity_mm_s"):
-                if p[name] > safety.hexapod_velocity_max_mm_s:
-                    problems.append(f"{unit.unit_id}: {name} {p[name]} mm/s exceeds the hexapod "
+            for name, v_mm_s in (("velocity_mm_s", p.velocity_mm_s),
+                                 ("retract_velocity_mm_s", p.retract_velocity_mm_s)):
+                if v_mm_s > safety.hexapod_velocity_max_mm_s:
+                    problems.append(f"{unit.unit_id}: {name} {v_mm_s} mm/s exceeds the hexapod "
                                     f"velocity cap {safety.hexapod_velocity_max_mm_s} mm/s")
             continue
-        pose_ok(unit, "above_pose")
-        pose_ok(unit, "travel_pose")
-        pose_ok(unit, "deepest_pose")
-        force_limit = (safety.probe_force_max_n if unit.kind == "swei"
+        pose_ok(unit, p, "above_pose")
+        pose_ok(unit, p, "travel_pose")
+        pose_ok(unit, p, "deepest_pose")
+        force_limit = (safety.probe_force_max_n if isinstance(p, SweiParams)
                        else safety.compression_force_max_n)
-        if p["contact_force_n"] >= force_limit:
-            problems.append(f"{unit.unit_id}: contact force set-point {p['contact_force_n']} N is "
+        if p.contact_force_n >= force_limit:
+            problems.append(f"{unit.unit_id}: contact force set-point {p.contact_force_n} N is "
                             f"not below the probe force limit {force_limit} N")
-        if unit.kind == "compression":
+        if isinstance(p, CompressionParams):
             block: BlockConfig = phantoms[unit.phantom_id]
-            press_mm = p["applied_strain"] * p["height_mm"]
+            press_mm = p.applied_strain * p.height_mm
             e_kpa = youngs_modulus_kpa(block.gelatin_percent)
             predicted = flat_punch_force_n(e_kpa, press_mm, face_area_mm2=PROBE_FACE_AREA_MM2)
-            predicted += p["contact_force_n"]
+            predicted += p.contact_force_n
             if predicted >= force_limit:
                 problems.append(
                     f"{unit.unit_id}: compressing {block.gelatin_percent} % gelatin by "
-                    f"{p['applied_strain']:.3g} needs about {predicted:.2f} N (flat punch "
+                    f"{p.applied_strain:.3g} needs about {predicted:.2f} N (flat punch "
                     f"estimate), not below the compression force limit {force_limit} N"
                 )
     return problems

@@ -37,6 +37,7 @@ from protocols.common import (
     no_report,
     retract_to,
 )
+from protocols.params import SweiParams
 from protocols.plan import Unit
 
 log = logging.getLogger(__name__)
@@ -49,11 +50,11 @@ _TABLE_ATTRS = ("sampling_frequency", "modulation_frequency", "center_frequency"
                 "channel_sampling_frequency", "channel_t0")
 
 
-def sequences(params: dict[str, Any]) -> tuple[list[PushSequence], PlaneWaveSequence]:
+def sequences(params: SweiParams) -> tuple[list[PushSequence], PlaneWaveSequence]:
     """The push and imaging sequences of a unit."""
-    pushes = [PushSequence(center_element=int(e)) for e in params["push_elements"]]
-    imaging = PlaneWaveSequence(prf_hz=params["prf_hz"], n_frames=params["frames"],
-                                n_depth=params["depth_px"], n_lateral=params["lateral_px"])
+    pushes = [PushSequence(center_element=int(e)) for e in params.push_elements]
+    imaging = PlaneWaveSequence(prf_hz=params.prf_hz, n_frames=params.frames,
+                                n_depth=params.depth_px, n_lateral=params.lateral_px)
     return pushes, imaging
 
 
@@ -67,8 +68,12 @@ def swei_table_arrays(frames: int, depth: int, lateral: int, *,
 
     Parameters
     ----------
-    frames, depth, lateral : int
-        Shape of one sequence's IQ, reference frame included (``frames`` = F + 1).
+    frames : int
+        F, the tracked frames after the push; one sequence's IQ holds F + 1 acquired frames
+        (dimension ``acquired_frame``, 0 = the pre-push reference). ``frames`` means F
+        everywhere (config, displacement, CNN), see :mod:`lab.variables`.
+    depth, lateral : int
+        Image pixels of one frame.
     rf_shape : tuple of int, optional
         Shape (frame, sample, element) of one sequence's int16 channel RF when it is recorded;
         None leaves the ``rf`` array out.
@@ -83,10 +88,11 @@ def swei_table_arrays(frames: int, depth: int, lateral: int, *,
     # One sequence per chunk-row, split into about five frame blocks: Zarr compresses the
     # blocks concurrently, which made appends ~3.7x faster than one 42 MB chunk
     # (bench/store_write.py); readers of a whole sequence are unaffected.
-    frames_per_chunk = max(1, math.ceil(frames / IQ_FRAME_BLOCKS))
+    acquired = frames + 1
+    frames_per_chunk = max(1, math.ceil(acquired / IQ_FRAME_BLOCKS))
     arrays = [
-        ArraySpec("iq", (frames, depth, lateral), "complex64",
-                  ("seq", "frame", "depth", "lateral"),
+        ArraySpec("iq", (acquired, depth, lateral), "complex64",
+                  ("seq", "acquired_frame", "depth", "lateral"),
                   inner_chunks=(frames_per_chunk, depth, lateral)),
         ArraySpec("push_index", (), "int16", ("seq",)),
         ArraySpec("push_element", (), "int16", ("seq",)),
@@ -98,12 +104,13 @@ def swei_table_arrays(frames: int, depth: int, lateral: int, *,
     ]
     if rf_shape is not None:
         arrays.append(ArraySpec("rf", tuple(rf_shape), "int16",
-                                ("seq", "frame", "sample", "element")))
+                                ("seq", "acquired_frame", "sample", "element")))
     return arrays
 
 
 def _tables(store: SessionStore, acq: Any) -> tuple[Any, Any]:
-    frames, depth, lateral = acq.iq.shape
+    acquired, depth, lateral = acq.iq.shape
+    frames = acquired - 1
     arrays = swei_table_arrays(frames, depth, lateral,
                                rf_shape=None if acq.rf is None else tuple(acq.rf.shape))
     attrs = {k: acq.metadata[k] for k in _TABLE_ATTRS if k in acq.metadata}
@@ -111,7 +118,7 @@ def _tables(store: SessionStore, acq: Any) -> tuple[Any, Any]:
     truth = None
     if acq.truth is not None:
         truth = store.require_table(TRUTH_TABLE, row_dim="seq", arrays=[
-            ArraySpec("displacement_m", (frames - 1, depth, lateral), "float32",
+            ArraySpec("displacement_m", (frames, depth, lateral), "float32",
                       ("seq", "frame", "depth", "lateral")),
             ArraySpec("youngs_modulus_kpa", (depth, lateral), "float32",
                       ("seq", "depth", "lateral")),
@@ -131,12 +138,14 @@ def run_unit(unit: Unit, devices: GuardedDevices, store: SessionStore, *,
         A limit was refused or tripped.
     """
     p = unit.params
-    speed, accel = p["travel_speed_m_s"], p["acceleration_m_s2"]
+    if not isinstance(p, SweiParams):
+        raise TypeError(f"{unit.unit_id}: an SWEI unit needs SweiParams, got {type(p).__name__}")
+    speed, accel = p.travel_speed_m_s, p.acceleration_m_s2
     pushes, imaging = sequences(p)
     us = devices.ultrasound
     for push in pushes:  # refuse impossible sequences and set-points before moving anything
         check_sequences(push, imaging, probe=us.probe, limits=us.limits)
-    devices.probe_sensor.check_setpoint(p["contact_force_n"])
+    devices.probe_sensor.check_setpoint(p.contact_force_n)
     contact, result = approach_position(devices, p, unit_id=unit.unit_id, report=report)
     forces: list[float] = [float(result.force_n)]
     last_key = ""
@@ -152,17 +161,17 @@ def run_unit(unit: Unit, devices: GuardedDevices, store: SessionStore, *,
         forces.append(devices.probe_sensor.read().fz_n)
         mean_force = float(np.mean(forces))
         forces = []
-        key = f"{p['block_id']}/pos{p['position_index']:03d}/push{k}"
+        key = f"{p.block_id}/pos{p.position_index:03d}/push{k}"
         table, truth = _tables(store, acq)
-        meta = {"unit_id": unit.unit_id, "phantom_id": p["block_id"],
-                "position_mm": [p["x_mm"], p["y_mm"]],
+        meta = {"unit_id": unit.unit_id, "phantom_id": p.block_id,
+                "position_mm": [p.x_mm, p.y_mm],
                 "push_lateral_m": acq.metadata.get("push_lateral_m"),
                 "t_push_s": acq.metadata.get("t_push_s")}
         data = {
             "iq": acq.iq[None], "push_index": np.array([k], np.int16),
             "push_element": np.array([push.center_element], np.int16),
             "phantom_index": np.array([phantom_index], np.int32),
-            "position_index": np.array([p["position_index"]], np.int32),
+            "position_index": np.array([p.position_index], np.int32),
             "probe_pose": pose[None], "contact_force_n": np.array([mean_force], np.float32),
             "t_start_s": np.array([t_start], np.float64),
         }
@@ -176,5 +185,5 @@ def run_unit(unit: Unit, devices: GuardedDevices, store: SessionStore, *,
         last_key = key
         report(phase="push", push=f"{k + 1}/{len(pushes)}", force_n=mean_force, last=key)
     report(phase="retract")
-    retract_to(devices, p["above_pose"][2], speed_m_s=speed, acceleration_m_s2=accel)
+    retract_to(devices, p.above_pose[2], speed_m_s=speed, acceleration_m_s2=accel)
     return {"last_record": last_key, "contact_force_n": float(result.force_n)}

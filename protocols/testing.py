@@ -33,7 +33,9 @@ def tiny_config_dict(
     return {
         "name": "tiny",
         "max_retries": max_retries,
-        "lab": {"sim_seed": seed, "probe_force_sensor": {**sensor, "model": "nano43"},
+        # the probe watch at 100 Hz: fast enough for the stiffest block it may press (config)
+        "lab": {"sim_seed": seed,
+                "probe_force_sensor": {**sensor, "rate_hz": 100.0, "model": "nano43"},
                 "indenter_force_sensor": {**sensor, "model": "nano17"},
                 "ultrasound": {"backend": "sim", "fidelity": "image", "snr_db": 30.0}},
         "safety": {"push_min_interval_s": 0.5},

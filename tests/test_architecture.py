@@ -14,7 +14,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("lab", "drivers", "protocols", "analysis")
-FOUNDATIONS = {"lab.clock", "lab.config", "lab.store", "lab.logs", "lab.gelatin", "lab.provenance"}
+FOUNDATIONS = {"lab.clock", "lab.config", "lab.store", "lab.logs", "lab.gelatin", "lab.provenance",
+               "lab.variables", "lab.force_bounds"}
 #: Analysis modules that may open stores (``ddp`` is the torchrun entry point of ``run_train``).
 RUNNER_NAMES = {"runners", "ddp"}
 

@@ -12,10 +12,12 @@ with ``a' = a + da`` and ``l' = l + dl``. The data term is linearised around the
 ``I2`` and its central-difference gradients sampled bilinearly at the warped position. The
 offsets ``s`` are the global means of the corresponding first differences of the initial field
 (the mean axial strain for ``s_a1``): the continuity terms pull each difference toward the mean
-strain rather than toward zero, which would bias strain low. Setting the gradient of ``C`` to
-zero gives ``(G + R) x = b`` with ``x`` the unknowns interleaved ``(da, dl)`` per sample, depth
-fastest within each A-line; ``G`` is 2 x 2 block-diagonal (``g g^T``), ``R`` the weighted
-first-difference Laplacians. Frames are normalised by ``max |I1|`` first.
+strain rather than toward zero, which would bias strain low (how this offset and the borders
+deliberately differ from the reference ``GLUE.m``: ``docs/data-exchange.md``). Setting the
+gradient of ``C`` to zero gives ``(G + R) x = b`` with ``x`` the unknowns interleaved
+``(da, dl)`` per sample, depth fastest within each A-line; ``G`` is 2 x 2 block-diagonal
+(``g g^T``), ``R`` the weighted first-difference Laplacians. Frames are normalised by
+``max |I1|`` first.
 
 Solvers (``solver=``), chosen by measurement (``bench/glue.py``, 2000 x 250, ~1M unknowns):
 

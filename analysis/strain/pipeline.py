@@ -99,6 +99,7 @@ def estimate_strain(
     bandpass: bool | None = None,
     bandpass_fractional_bandwidth: float = 1.0,
     max_strain: float = 0.08,
+    dp_axial_range: tuple[int, int] | None = None,
     dp_lateral_range: tuple[int, int] | None = None,
     dp_weight: float = 0.1,
     dp_block: int = 4,
@@ -135,8 +136,12 @@ def estimate_strain(
     bandpass_fractional_bandwidth : float, optional
         Pass band ``fc (1 -+ b / 2)``; 1.0 passes 0.5-1.5 fc.
     max_strain : float, optional
-        Largest compression expected; sets the DP axial search range to
-        ``(-ceil(max_strain * depth_samples) - 3, 3)`` and, by default, the lateral one.
+        Largest compression expected; sets the default DP search ranges (below).
+    dp_axial_range : (int, int), optional
+        DP axial search (samples, ``(lowest, highest)`` displacement of the post frame, both
+        inclusive). Default ``(-ceil(max_strain * depth_samples) - 3,
+        3)``, which covers compression up to `max_strain` over the whole depth; a user who knows
+        the motion searches far fewer states (the DP cost grows with the range).
     dp_lateral_range : (int, int), optional
         DP lateral search (lines). Default: ``+-dp_lateral_search(line, max_strain=max_strain)``,
         which covers the sideways expansion at the frame edges for a frame centred on the
@@ -184,9 +189,11 @@ def estimate_strain(
     if dp_lateral_range is None:
         half = dp_lateral_search(m, max_strain=max_strain)
         dp_lateral_range = (-half, half)
+    if dp_axial_range is None:
+        dp_axial_range = (-math.ceil(max_strain * n) - 3, 3)
     if coarse == "dp":
         dp = dp_displacement(
-            pre, post, axial_range=(-math.ceil(max_strain * n) - 3, 3),
+            pre, post, axial_range=dp_axial_range,
             lateral_range=dp_lateral_range, weight=dp_weight, block=min(dp_block, n),
             line_step=dp_line_step,
         )

@@ -8,8 +8,9 @@ The only modules of :mod:`analysis.swei_cnn` that open a :class:`lab.store.Sessi
 
 from __future__ import annotations
 
+import math
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict
 from typing import Any, Literal
 
@@ -18,6 +19,7 @@ import torch
 
 from analysis.swei_cnn.data import (
     DEFAULT_ROI_PX,
+    Split,
     SweiTrainingSet,
     concentration_split,
     position_fold_split,
@@ -42,12 +44,17 @@ __all__ = [
 MAP_PATH = "maps/cnn_kpa"
 
 
-def load_swei_training_set(store_path: str | os.PathLike[str]) -> SweiTrainingSet:
+def load_swei_training_set(
+    store_path: str | os.PathLike[str], *, labels: Mapping[float, float] | None = None,
+) -> SweiTrainingSet:
     """Read displacement, indices and targets of every SWEI sequence of a session store.
 
-    Targets: the ``labels`` group (indentation result per gelatin concentration) when present,
-    else the phantom table's ``youngs_modulus_kpa``. Phantoms with inclusions need per-pixel
-    targets, taken from ``truth/swei/youngs_modulus_kpa`` (simulated sessions).
+    Targets: `labels` (``{gelatin_percent: youngs_modulus_kpa}``, e.g. from an indentation
+    store of the same gelatin batch, :mod:`analysis.datasets`) when given, else the store's
+    ``labels`` group (indentation result per gelatin concentration) when present, else the
+    phantom table's ``youngs_modulus_kpa`` (NaN where an imported store does not know it).
+    Phantoms with inclusions need per-pixel targets, taken from
+    ``truth/swei/youngs_modulus_kpa`` (simulated sessions).
 
     Raises
     ------
@@ -68,10 +75,13 @@ def load_swei_training_set(store_path: str | os.PathLike[str]) -> SweiTrainingSe
     if "phantoms" not in store.root:
         raise StoreError(f"{store_path}: no 'phantoms' group")
     phantoms = list(store.root["phantoms"].attrs["phantoms"])
-    labels: dict[float, float] = {}
-    if "labels" in store.root:
+    if labels is not None:
+        labels = {round(float(k), 3): float(v) for k, v in labels.items()}
+    elif "labels" in store.root:
         labels = {round(float(lab["gelatin_percent"]), 3): float(lab["youngs_modulus_kpa"])
                   for lab in store.root["labels"].attrs.get("labels", [])}
+    else:
+        labels = {}
     n = disp.committed_rows
     phantom_index = swei.read("phantom_index")
     modulus = np.empty(n, dtype=np.float32)
@@ -79,7 +89,7 @@ def load_swei_training_set(store_path: str | os.PathLike[str]) -> SweiTrainingSe
     uses_map = np.zeros(n, dtype=bool)
     for s, p in enumerate(phantom_index):
         phantom = phantoms[int(p)]
-        gelatin[s] = float(phantom["gelatin_percent"])
+        gelatin[s] = _number(phantom.get("gelatin_percent"))
         if labels:
             key = round(gelatin[s], 3)
             if key not in labels:
@@ -87,7 +97,7 @@ def load_swei_training_set(store_path: str | os.PathLike[str]) -> SweiTrainingSe
                                  f"{phantom['phantom_id']}); labels cover {sorted(labels)} %")
             modulus[s] = labels[key]
         else:
-            modulus[s] = float(phantom["youngs_modulus_kpa"])
+            modulus[s] = _number(phantom.get("youngs_modulus_kpa"))
         uses_map[s] = bool(phantom.get("inclusions"))
     maps = None
     if uses_map.any():
@@ -107,6 +117,11 @@ def load_swei_training_set(store_path: str | os.PathLike[str]) -> SweiTrainingSe
         keys=swei.keys(),
         source=str(store_path),
     )
+
+
+def _number(value: Any) -> float:
+    """A phantom-table number; None (unknown, e.g. an imported store) -> NaN."""
+    return math.nan if value is None else float(value)
 
 
 SplitKind = Literal["positions", "concentration"]
@@ -141,23 +156,34 @@ def run_train(
     model_overrides: dict[str, Any] | None = None,
     on_epoch: Callable[[EpochMetrics], None] | None = None,
     on_progress: Callable[[int, int], None] | None = None,
+    training_data: tuple[SweiTrainingSet, Split] | None = None,
 ) -> dict[str, Any]:
     """Train a model on a store's displacement and save it (safetensors + card).
+
+    ``training_data`` (a training set and its split, e.g. several stores from
+    :func:`analysis.datasets.runners.load_dataset`) replaces reading `store_path`, which then only
+    names the data source in the card.
 
     The network is initialised from ``seed`` (``torch.manual_seed``); under ``torch.distributed``
     only rank 0 writes the model. Returns ``{"card": ..., "metrics": ..., "test_metrics": ...,
     "first_step_loss": ...}`` where ``test_metrics`` are window-centre MAE figures on the split's
     test sequences (full maps: :func:`run_predict`).
     """
-    data = load_swei_training_set(store_path)
-    the_split = _make_split(data, split, fold=fold, held_out_percent=held_out_percent, seed=seed)
+    if training_data is not None:
+        data, the_split = training_data
+    else:
+        data = load_swei_training_set(store_path)
+        the_split = _make_split(data, split, fold=fold, held_out_percent=held_out_percent,
+                                seed=seed)
     torch.manual_seed(seed)
     model = swei_cnn(window_px, **(model_overrides or {}))  # type: ignore[arg-type]
     result = train(model, data, the_split, profile=profile, device=device, seed=seed,
                    roi_px=roi_px, checkpoint_path=checkpoint_path, resume=resume,
                    max_steps=max_steps, on_epoch=on_epoch, on_progress=on_progress)
     card = ModelCard(window_px=window_px, model_config=dict(model.config),
-                     training_data_hash=result.data_hash, training_data_source=str(store_path),
+                     training_data_hash=result.data_hash,
+                     # the store's name, not its path: cards travel to other machines
+                     training_data_source=os.path.basename(os.path.normpath(store_path)),
                      split={**the_split.description,
                             "train": len(the_split.train), "validation": len(the_split.validation),
                             "test": len(the_split.test)},
@@ -181,16 +207,17 @@ def run_predict(
     tof_path: str | None = "maps/tof_kpa",
     overwrite: bool = True,
     on_progress: Callable[[int, int], None] | None = None,
+    labels: Mapping[float, float] | None = None,
 ) -> dict[str, Any]:
     """Full modulus maps of a store's sequences -> ``maps/cnn_kpa`` (seq, depth, lateral).
 
     Every sequence gets a map (NaN outside the valid region, i.e. within half a window of the
     border, and off the ``stride`` grid; sequences not in ``indices`` stay all-NaN). Returns the
     metrics of :func:`map_metrics` on the predicted sequences, and the ToF comparison when the
-    store holds ``tof_path`` with the same shape.
+    store holds ``tof_path`` with the same shape. `labels` as in :func:`load_swei_training_set`.
     """
     model, card = load_model(model_path, device=device)
-    data = load_swei_training_set(store_path)
+    data = load_swei_training_set(store_path, labels=labels)
     idx = np.arange(len(data)) if indices is None else np.asarray(indices, dtype=np.intp)
     maps = np.full((len(data), *data.image_shape), np.nan, dtype=np.float32)
     for i, s in enumerate(idx):
@@ -204,11 +231,15 @@ def run_predict(
                       attrs={"units": "kPa", "method": "swei-cnn", "window_px": card.window_px,
                              "stride": stride, "model_sha256": card.weights_sha256,
                              "keys": data.keys})
-    result: dict[str, Any] = {"path": MAP_PATH, "metrics": map_metrics(maps[idx], data, idx)}
-    if tof_path is not None and tof_path in store.root:
+    # sequences whose modulus is unknown (imported data without a label) get maps, not scores
+    known = idx[np.isfinite(data.youngs_modulus_kpa[idx])]
+    result: dict[str, Any] = {"path": MAP_PATH, "unscored_sequences": int(idx.size - known.size),
+                              "metrics": map_metrics(maps[known], data, known) if known.size
+                              else None}
+    if tof_path is not None and tof_path in store.root and known.size:
         tof = store.read_array(tof_path)
         if tof.shape == maps.shape:
-            result["tof_comparison"] = compare_with_tof(maps[idx], tof[idx], data, idx)
+            result["tof_comparison"] = compare_with_tof(maps[known], tof[known], data, known)
     return result
 
 

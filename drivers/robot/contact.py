@@ -23,12 +23,12 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from drivers.base import DeviceError, DeviceTimeoutError, MotionStatus
-from drivers.force.base import ForceSensor
+from drivers.base import DeviceError, DeviceTimeoutError, MotionStatus, Wrench
 from drivers.robot.base import Robot
 from lab.clock import Clock
 
@@ -40,6 +40,19 @@ log = logging.getLogger(__name__)
 STIFFEST_CONTACT_N_PER_M = 4750.0
 #: Fastest allowed search speed (m/s): one 200 Hz control period covers at most 25 um.
 MAX_SEARCH_SPEED_M_S = 0.005
+
+
+class ContactSensor(Protocol):
+    """What the contact logic needs of a force sensor: a sample now, and an explicit bias.
+
+    A raw :class:`~drivers.force.base.ForceSensor` is one; so is the guard's watched sensor
+    (:class:`lab.safety.GuardedForceSensor`), which protocols use.
+    """
+
+    name: str
+
+    def read(self) -> Wrench: ...
+    def bias(self) -> None: ...
 
 
 class ContactError(DeviceError):
@@ -141,7 +154,7 @@ class ContactLogic:
     """
 
     robot: Robot
-    sensor: ForceSensor
+    sensor: ContactSensor
     clock: Clock
     target_force_n: float = 0.2
     tolerance_n: float = 0.05

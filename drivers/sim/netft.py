@@ -215,7 +215,7 @@ class NetFtSimServer:
         if stream.remaining is not None:
             stream.remaining -= 1
         faults = self.world.faults
-        if self.sensor in faults.sensor_dropout:
+        if self.sensor in faults.sensor_dropout or self.sensor in faults.disconnected:
             return
         record = self._record(t_s)
         self._rdt_sequence = (self._rdt_sequence + 1) & 0xFFFF_FFFF

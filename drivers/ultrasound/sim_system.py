@@ -297,12 +297,13 @@ class SimUltrasound:
         counts = np.rint(rf * gain)
         saturated = int(np.count_nonzero(np.abs(counts) > 32767))
         rf16 = np.clip(counts, -32767, 32767).astype(np.int16)  # ADC saturation, counted below
-        iq_channels = rf_to_iq(rf16, sampling_frequency=fs,
+        iq_channels = rf_to_iq(rf16, sampling_frequency=fs, t0=0.0,
                                modulation_frequency=probe.center_frequency_hz, axis=-2)
         iq = das_plane_wave(
             iq_channels, element_positions_m=probe.element_positions_m,
-            depth_m=imaging.depth_m, lateral_m=imaging.lateral_m, sampling_frequency=fs,
-            sound_speed=c, angle_rad=float(np.deg2rad(imaging.angle_deg)),
+            depth_m=imaging.depth_m, lateral_m=imaging.lateral_m,
+            channel_sampling_frequency=fs, sound_speed=c, t0=0.0,
+            angle_rad=float(np.deg2rad(imaging.angle_deg)),
             f_number=imaging.f_number, modulation_frequency=probe.center_frequency_hz,
         )
         extra = {"channel_sampling_frequency": float(fs), "channel_t0": 0.0,

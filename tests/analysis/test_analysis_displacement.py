@@ -210,9 +210,9 @@ def naive_loupas(iq: NDArray, kernel: int, *, kasai_only: bool = False) -> NDArr
 def test_matches_literal_formula(kernel: int) -> None:
     rng = np.random.default_rng(3)
     iq = rng.standard_normal((3, 24, 5)) + 1j * rng.standard_normal((3, 24, 5))
-    got = loupas(iq, axial_kernel=kernel, **KW)
+    got = loupas(iq, axial_kernel=kernel, precision="double", **KW)
     np.testing.assert_allclose(got, naive_loupas(iq, kernel), rtol=1e-9, atol=1e-15)
-    got_k = kasai(iq, axial_kernel=kernel, **KW)
+    got_k = kasai(iq, axial_kernel=kernel, precision="double", **KW)
     np.testing.assert_allclose(got_k, naive_loupas(iq, kernel, kasai_only=True), rtol=1e-9,
                                atol=1e-15)
 
@@ -268,7 +268,7 @@ def test_nan_and_bad_options_rejected() -> None:
     with pytest.raises(ValueError, match="ensemble must be 2"):
         loupas(good, ensemble=3, **KW)
     with pytest.raises(ValueError, match="sampling_frequency"):
-        kasai(good, sampling_frequency=0.0, modulation_frequency=F_DEMOD)
+        kasai(good, sampling_frequency=0.0, modulation_frequency=F_DEMOD, sound_speed=C)
 
 
 # -- the Numba path (complex64) against the NumPy path ----------------------------------------
@@ -350,3 +350,56 @@ def test_import_compiles_nothing() -> None:
             "assert 'numba' not in sys.modules and 'analysis._loupas_numba' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True,
                    cwd=Path(__file__).resolve().parents[2], timeout=60)
+
+
+@requires_numba
+@pytest.mark.parametrize("method", [loupas, kasai])
+def test_complex128_runs_the_fast_kernels_and_returns_float64(
+    method: Callable[..., tuple[NDArray, NDArray]],
+) -> None:
+    iq64, _ = speckle_iq(shear_wave(5e-6, 3.0, 1.0e-3, 7000.0), frames=5, snr_db=20.0, seed=8)
+    iq128 = iq64.astype(np.complex128)
+    u64, q64 = method(iq64, return_quality=True, **KW)
+    u128, q128 = method(iq128, return_quality=True, **KW)
+    assert u128.dtype == q128.dtype == np.float64
+    # the same float32 kernels on the same values: identical up to the float64 cast
+    np.testing.assert_array_equal(u128, u64.astype(np.float64))
+    np.testing.assert_array_equal(q128, q64.astype(np.float64))
+    double = method(iq128, precision="double", **KW)
+    np.testing.assert_allclose(u128, double, rtol=0, atol=2e-6 * np.max(np.abs(double)))
+    # a batch split into conversion blocks gives the same per-sequence results
+    batch = np.stack([iq128, iq128 * np.exp(0.3j)])
+    old_block = displacement._CONVERT_BLOCK_BYTES
+    try:
+        displacement._CONVERT_BLOCK_BYTES = 1
+        ub = method(batch, **KW)
+    finally:
+        displacement._CONVERT_BLOCK_BYTES = old_block
+    np.testing.assert_array_equal(ub[0], u128)
+    np.testing.assert_array_equal(ub[1], method(batch[1], **KW))
+
+
+def test_sound_speed_is_required_and_precision_checked() -> None:
+    iq, _ = speckle_iq(rigid(1e-6), frames=2)
+    with pytest.raises(TypeError, match="sound_speed"):
+        loupas(iq, sampling_frequency=FS, modulation_frequency=F_DEMOD)  # type: ignore[call-overload]
+    with pytest.raises(ValueError, match="precision"):
+        kasai(iq, precision="half", **KW)  # type: ignore[call-overload]
+
+
+def test_carrier_phase_iq_biases_loupas_until_converted() -> None:
+    from analysis.beamforming import carrier_to_baseband
+
+    iq, truth = speckle_iq(rigid(2e-6), frames=2)
+    depth_m = np.arange(iq.shape[-2]) * C / (2 * FS)
+    carrier = (iq * np.exp(2j * np.pi * F_DEMOD * 2 * depth_m / C)[None, :, None]).astype(
+        iq.dtype)
+    good = np.median(interior(loupas(iq, **KW)) / interior(truth))
+    biased = np.median(interior(loupas(carrier, **KW)) / interior(truth))
+    fixed = np.median(interior(loupas(carrier_to_baseband(
+        carrier, depth_m=depth_m, sound_speed=C, modulation_frequency=F_DEMOD), **KW))
+        / interior(truth))
+    assert abs(good - 1) < 0.05 and abs(fixed - good) < 1e-3
+    assert abs(biased - 1) > 0.2  # silently wrong without the conversion
+    # Kasai only uses the temporal lag, where the carrier term cancels
+    np.testing.assert_allclose(kasai(carrier, **KW), kasai(iq, **KW), rtol=1e-4, atol=1e-12)

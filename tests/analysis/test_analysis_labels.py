@@ -13,6 +13,7 @@ from analysis.labels import (
     contact_point,
     fit_youngs_modulus,
     plot_stress_strain,
+    stress_strain,
 )
 
 RADIUS_MM, HEIGHT_MM = 10.0, 40.0
@@ -87,6 +88,41 @@ def test_force_limit_shortens_the_range_and_reports_it() -> None:
     # a soft phantom reaches the requested 7 %
     assert fit_youngs_modulus(runs_for(17.42, seed=3, n=2)).strain_range[1] == pytest.approx(
         0.07, abs=1e-3)
+
+
+def kinked_run(modulus_kpa: float, *, pre_mm: float, samples: int = 12_000) -> IndentationRun:
+    """Slope E only between 2 and 7 % strain: E / 3 below, 3 E above (up to 9 %)."""
+    pos = np.linspace(0.0, pre_mm + 0.09 * HEIGHT_MM, samples)
+    strain = np.clip((pos - pre_mm) / HEIGHT_MM, 0.0, None)
+    e_pa = modulus_kpa * 1e3
+    stress = np.where(strain < 0.02, e_pa / 3 * strain, e_pa / 3 * 0.02 + e_pa * (strain - 0.02))
+    stress += np.where(strain > 0.07, 2 * e_pa * (strain - 0.07), 0.0)
+    force = np.round((stress * AREA_M2 + 0.015) / QUANTUM_N) * QUANTUM_N
+    return IndentationRun.from_arrays(np.arange(samples) / 200.0, pos, force)
+
+
+@pytest.mark.parametrize("source", ["kinked", "force-limited"])
+def test_the_fit_uses_exactly_the_strain_range_it_reports(source: str) -> None:
+    if source == "kinked":
+        rng = np.random.default_rng(8)
+        runs = {f"cyl{i}": kinked_run(37.55, pre_mm=rng.uniform(0.2, 0.5)) for i in range(4)}
+    else:
+        runs = runs_for(126.05, seed=3, n=4)
+    fit = fit_youngs_modulus(runs)
+    assert fit.strain_range[0] == 0.02 and fit.strain_range[1] <= 0.07
+    xs, ys = [], []
+    for name in fit.runs_used:  # the reported per-run ranges select the samples, nothing else
+        curve = stress_strain(runs[name], radius_mm=RADIUS_MM, height_mm=HEIGHT_MM)
+        lo, hi = fit.run_strain_ranges[name]
+        sel = (curve.strain >= lo) & (curve.strain <= hi)
+        xs.append(curve.strain[sel])
+        ys.append(curve.stress_kpa[sel])
+    slope = np.polyfit(np.concatenate(xs), np.concatenate(ys), 1)[0]
+    assert fit.youngs_modulus_kpa == pytest.approx(slope, rel=1e-9)
+    assert fit.n_samples == sum(x.size for x in xs)
+    if source == "kinked":
+        # measured 0.40 %; fitting to 7.1 % instead of 7 % already gives 1.2 %
+        assert abs(fit.youngs_modulus_kpa / 37.55 - 1) < 0.006
 
 
 def test_runs_with_too_little_range_or_no_contact_are_rejected_with_a_reason() -> None:

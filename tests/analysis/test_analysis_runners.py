@@ -52,7 +52,7 @@ def make_store(path: Path, *, n_seq: int = 3, with_indentation: bool = True) -> 
         {"phantom_id": "B10", "kind": "block", "gelatin_percent": 10.0,
          "youngs_modulus_kpa": 55.0, "inclusions": []}]
     swei = store.require_table(
-        "swei", row_dim="seq", arrays=swei_table_arrays(FRAMES + 1, DEPTH, LATERAL),
+        "swei", row_dim="seq", arrays=swei_table_arrays(FRAMES, DEPTH, LATERAL),
         attrs={"sampling_frequency": C / (2 * DZ), "modulation_frequency": F0, "sound_speed": C,
                "PRF": PRF, "initial_time": 0.13e-3,
                "depth_m": ((np.arange(DEPTH) + 0.5) * DZ).tolist(),

@@ -33,15 +33,16 @@ def plane_wave(
     return u + noise * rng.standard_normal(u.shape)
 
 
-@pytest.mark.parametrize("speed", [1.5, 3.0, 5.0])
-def test_speed_of_a_wave_moving_right(speed: float) -> None:
+#: Median relative speed errors measured (0.66 %, 1.68 %, 1.67 %), bounds about 1.5x those.
+@pytest.mark.parametrize(("speed", "median_error"), [(1.5, 0.01), (3.0, 0.025), (5.0, 0.025)])
+def test_speed_of_a_wave_moving_right(speed: float, median_error: float) -> None:
     # keep the field small enough that the wave reaches the far column within the record
     lateral = int(min(200, speed * 3.5e-3 / DX))
     u = plane_wave(speed, push_col=-5.0, lateral=lateral)
     result = tof_map(u, lateral_step_m=DX, frame_rate_hz=PRF, push_column=-5.0)
     valid = np.isfinite(result.speed_m_s)
     assert valid[:, 32 : lateral - 32].mean() > 0.95
-    assert abs(np.median(result.speed_m_s[valid]) / speed - 1) < 0.03
+    assert abs(np.median(result.speed_m_s[valid]) / speed - 1) < median_error
     # window does not fit near the image edges
     assert np.isnan(result.speed_m_s[:, :32]).all() and np.isnan(result.speed_m_s[:, -32:]).all()
     np.testing.assert_allclose(result.youngs_modulus_kpa,
@@ -58,7 +59,7 @@ def test_waves_left_and_right_of_a_central_push() -> None:
     for side in (left, right):
         ok = np.isfinite(side)
         assert ok.mean() > 0.95
-        assert abs(np.median(side[ok]) / speed - 1) < 0.03
+        assert abs(np.median(side[ok]) / speed - 1) < 0.025  # measured 1.70 % and 1.72 %
     # pixels whose window contains the push are not estimated
     assert np.isnan(result.speed_m_s[:, 148:213]).all()
     assert np.isfinite(result.speed_m_s[:, [147, 213]]).all()
@@ -73,8 +74,8 @@ def test_directional_filter_rejects_a_reflected_wave() -> None:
     filtered = tof_map(u + reflected, **kw).speed_m_s[:, 42:158]
     plain = tof_map(u + reflected, directional=False, **kw).speed_m_s[:, 42:158]
     assert np.isfinite(filtered).all()
-    assert np.max(np.abs(filtered / speed - 1)) < 0.05
-    assert abs(np.median(filtered) / speed - 1) < 0.03
+    assert np.max(np.abs(filtered / speed - 1)) < 0.05  # measured 3.3 %
+    assert abs(np.median(filtered) / speed - 1) < 0.03  # measured 2.3 %
     # without the directional filter the interference shows up
     assert np.nanmax(np.abs(plain / speed - 1)) > 0.08 or np.isnan(plain).any()
 

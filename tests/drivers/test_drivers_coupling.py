@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import socket
+
 import numpy as np
 import pytest
 
+from drivers.base import DeviceError
 from drivers.sim.contact import cylinder_force_n
 from drivers.sim.lab import DEFAULT_BLOCK_ORIGIN_M, build_sim_lab
 from drivers.sim.phantom import BlockPhantom, CylinderPhantom
@@ -81,9 +84,17 @@ def test_indentation_at_0_01_mm_s_gives_e_back(gelatin_percent):
 
 def test_sim_lab_faults_and_close_are_complete():
     lab = build_sim_lab(seed=2, blocks=[(BlockPhantom("soft", 5.0), (0.3, 0.1, 0.1))])
-    lab.faults.disconnect("hexapod")
-    lab.close()
+    host, port = lab.gcs_server.address
+    try:
+        assert lab.hexapod.position()["z_mm"] == 0.0
+        lab.faults.disconnect("hexapod")  # the fault reaches the real driver over the wire
+        with pytest.raises(DeviceError, match=r"^hexapod: "):  # closed or reset: either is a loss
+            lab.hexapod.position()
+    finally:
+        lab.close()
     lab.close()  # idempotent; the autouse fixture checks no thread or socket is left
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection((host, port), timeout=1.0).close()
 
 
 def test_serve_runs_a_wire_simulator_until_stopped():

@@ -116,7 +116,8 @@ def test_compression_steps_store_rf_and_strain(session):
 def test_force_log_shows_every_attempt_within_limits(session):
     _, path, _ = session
     log = SessionStore.open(path).table("force_log")
-    assert [r["meta"]["outcome"] for r in log.records] == ["complete"] * 6
+    outcomes = [r["meta"]["outcome"] for r in log.records]
+    assert outcomes.count("complete") == 6 and set(outcomes) == {"partial", "complete"}
     force = log.read("force_n")
     sensor = log.read("sensor")
     assert force[sensor == 0].max() <= 8.0  # compression limit (SWEI steps stay under 2 N)

@@ -51,9 +51,9 @@ def test_simulated_world_and_plan_use_the_origin():
     assert check_plan(plan, cfg) == []
     for unit in plan.units:
         p = unit.params
-        expected = [ORIGIN[0] + p["x_mm"] * 1e-3, ORIGIN[1] + p["y_mm"] * 1e-3,
+        expected = [ORIGIN[0] + p.x_mm * 1e-3, ORIGIN[1] + p.y_mm * 1e-3,
                     ORIGIN[2] + CLEARANCE_M]
-        np.testing.assert_allclose(p["above_pose"][:3], expected, atol=1e-12)
+        np.testing.assert_allclose(p.above_pose[:3], expected, atol=1e-12)
     devices = build_devices(cfg)
     try:
         origins = {b.phantom.phantom_id: b.origin_m for b in devices.world.blocks}
@@ -86,8 +86,8 @@ def test_swei_unit_places_the_probe_on_a_block_at_its_origin(tmp_path):
     store = SessionStore.open(tmp_path / "s.zarr")
     unit = build_plan(cfg).units[0]
     pose = np.asarray(store.root["swei/probe_pose"][0])
-    np.testing.assert_allclose(pose[:2], [ORIGIN[0] + unit.params["x_mm"] * 1e-3,
-                                          ORIGIN[1] + unit.params["y_mm"] * 1e-3], atol=1e-4)
+    np.testing.assert_allclose(pose[:2], [ORIGIN[0] + unit.params.x_mm * 1e-3,
+                                          ORIGIN[1] + unit.params.y_mm * 1e-3], atol=1e-4)
     assert ORIGIN[2] - 1e-3 < pose[2] < ORIGIN[2]  # pressed 0.2 N into the surface
     phantoms = store.root["phantoms"].attrs["phantoms"]
     assert next(p for p in phantoms if p["phantom_id"] == "block-a")["origin_m"] == ORIGIN

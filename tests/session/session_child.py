@@ -6,7 +6,9 @@ Usage: ``session_child.py run CONFIG_JSON STORE [KILL]`` or ``session_child.py r
 * ``commit:TABLE:N``  - inside the N-th record commit of TABLE, after its rows were written and
   before the index is rewritten (a kill in the middle of writing a sequence);
 * ``progress:N``      - right after the N-th progress update (between two units);
-* ``clock:T``         - when the virtual clock passes T seconds (in the middle of a motion).
+* ``clock:T``         - when the virtual clock passes T seconds (in the middle of a motion);
+* ``staging``         - while the new store is being prepared, before it becomes visible;
+* ``created``         - right after the new store became visible (before the runner started).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any
 
 import zarr
 
+from lab import store as store_module
 from lab.config import parse_config
 from lab.devices import build_devices
 from lab.session import resume_session, run_session
@@ -59,6 +62,20 @@ def _install(kill: str | None) -> Any:
                     _die()
 
         SessionStore.set_attrs = set_attrs  # type: ignore[method-assign]
+        return None
+    if kind in ("staging", "created"):
+        original_rename = store_module.os.rename
+
+        def rename(src: Any, dst: Any) -> None:
+            if ".creating-" not in str(src):  # not the store's creation
+                original_rename(src, dst)
+                return
+            if kind == "staging":
+                _die()
+            original_rename(src, dst)
+            _die()
+
+        store_module.os.rename = rename  # type: ignore[attr-defined]
         return None
     if kind == "clock":
         t_kill = float(rest)

@@ -10,8 +10,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from lab.config import SessionConfig
+from drivers.base import DeviceError
+from lab.config import SessionConfig, parse_config
 from lab.devices import LabDevices, build_devices
+from lab.session import run_session
+from protocols.testing import tiny_config_dict
 
 REPO = Path(__file__).resolve().parents[2]
 CHILD = Path(__file__).with_name("session_child.py")
@@ -69,3 +72,33 @@ def at_clock(lab: LabDevices, condition: Callable[[float], bool], action: Callab
             action()
 
     lab.clock.on_advance(listener)  # type: ignore[attr-defined]
+
+
+def refuse_devices(cfg: SessionConfig) -> LabDevices:
+    """A devices factory for a lab that cannot be reached."""
+    raise DeviceError("lab", "no lab today")
+
+
+def failed_store(path: Path) -> Path:
+    """A store left by a runner that could not connect its lab (one SWEI unit, none done)."""
+    cfg = parse_config(tiny_config_dict(protocols=("swei",), positions=1))
+    result = run_session(cfg, path, devices_factory=refuse_devices, show_progress=False)
+    assert result.status == "failed"
+    return result.store_path
+
+
+def disk_full(monkeypatch: Any, table: str) -> Callable[[], None]:
+    """Make every append to ``table`` fail with ENOSPC; returns a function that frees the disk."""
+    import errno
+
+    from lab.store import Table
+
+    original = Table.append
+
+    def full(self: Table, key: str, data: Any, meta: Any = None) -> int:
+        if self.name == table:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return original(self, key, data, meta)
+
+    monkeypatch.setattr(Table, "append", full)
+    return lambda: monkeypatch.setattr(Table, "append", original)

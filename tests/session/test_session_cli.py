@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from session_testkit import write_toml
+from session_testkit import disk_full, write_toml
 from typer.testing import CliRunner
 
 from lab.session_cli import session_app
@@ -64,3 +64,19 @@ def test_bad_config_and_missing_store_give_clear_errors(tmp_path):
     assert result.exit_code == 2 and "max_retrys" in result.output
     missing = runner.invoke(session_app, ["resume", str(tmp_path / "nope.zarr")])
     assert missing.exit_code == 2 and "not a Zarr v3 store" in missing.output
+
+
+def test_a_full_disk_exits_1_with_one_line_and_resume_completes(tmp_path, monkeypatch):
+    config = write_toml(tiny_config_dict(protocols=("indentation",)), tmp_path / "s.toml")
+    store = tmp_path / "s.zarr"
+    free = disk_full(monkeypatch, "indentation")
+    result = runner.invoke(session_app, ["run", str(config), "--store", str(store),
+                                         "--no-progress"])
+    assert result.exit_code == 1
+    assert "Traceback" not in result.output and "No space left on device" in result.output
+    assert SessionStore.open(store).attrs["status"] == "failed"
+    assert "Traceback" in (store / "logs" / "session.log").read_text()
+    free()
+    again = runner.invoke(session_app, ["resume", str(store), "--no-progress"])
+    assert again.exit_code == 0, again.output
+    assert verify_store(store).clean

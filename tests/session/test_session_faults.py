@@ -112,7 +112,7 @@ def test_probe_sensor_dropout_during_the_approach(tmp_path):
     assert result.status == "complete"
     store = _check_store(tmp_path / "s.zarr", ["swei"])
     (fault,) = _faults(store)
-    assert fault["error_type"] == "DeviceTimeoutError" and fault["device"] == "probe_sensor"
+    assert fault["error_type"] == "SensorStaleError" and fault["device"] == "probe_sensor"
     assert fault["state"]["robot_z_m"] >= top_z + CLEARANCE_M - 1e-6  # lifted despite no force
     peak, _ = _max_force(store, PROBE)
     assert peak <= cfg.safety.probe_force_max_n

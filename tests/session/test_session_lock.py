@@ -11,8 +11,8 @@ import sys
 
 import psutil
 import pytest
+from session_testkit import failed_store, refuse_devices
 
-from drivers.base import DeviceError
 from lab.config import parse_config
 from lab.devices import build_devices
 from lab.session import resume_session, run_session
@@ -21,19 +21,12 @@ from lab.store import SessionStore
 from protocols.testing import tiny_config_dict
 
 
-def refuse_devices(cfg):
-    raise DeviceError("lab", "no lab today")
-
-
 @pytest.fixture
 def store_path(tmp_path):
     """A store left by a runner that could not connect its lab (resumable, quick)."""
-    cfg = parse_config(tiny_config_dict(protocols=("swei",), positions=1))
-    result = run_session(cfg, tmp_path / "s.zarr", devices_factory=refuse_devices,
-                         show_progress=False)
-    assert result.status == "failed"
-    assert not lock_path(result.store_path).exists()  # released at the end
-    return result.store_path
+    path = failed_store(tmp_path / "s.zarr")
+    assert not lock_path(path).exists()  # released at the end
+    return path
 
 
 def write_lock(store, **holder):

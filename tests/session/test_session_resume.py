@@ -31,7 +31,23 @@ def _assert_complete_and_exact(path):
     for table in RESULT_TABLES:
         keys = store.table(table).keys()
         assert keys == plan.record_keys(table.removeprefix("truth/")), table
+    _assert_force_log_complete(store, plan)
     return store
+
+
+def _assert_force_log_complete(store, plan):
+    """Every unit has the force samples of its completed attempt, with samples of the sensor
+    its protocol presses with, and the records tile the table's rows."""
+    log = store.table("force_log")
+    complete = [r for r in log.records if r["meta"]["outcome"] == "complete"]
+    assert sorted({r["meta"]["unit_id"] for r in complete}) == sorted(plan.unit_ids())
+    sensor = log.read("sensor")
+    for r in complete:
+        codes = set(sensor[r["start"]:r["stop"]].tolist())
+        assert (1 if r["meta"]["unit_id"].startswith("indentation") else 0) in codes, r["key"]
+    starts = [r["start"] for r in log.records]
+    stops = [r["stop"] for r in log.records]
+    assert starts[0] == 0 and starts[1:] == stops[:-1] and stops[-1] == log.committed_rows
 
 
 @pytest.fixture
@@ -76,6 +92,31 @@ def test_kill_at_many_points_then_resume(tmp_path, config_file):
     assert [x["resumed"] for x in sessions] == [False, True, True, True, True]
     resumes = [e for e in s.events("interruptions") if e["kind"] == "resume"]
     assert any(e["discarded_records"] > 0 for e in resumes)  # the partial unit was thrown away
+
+
+def test_kill_around_store_creation_and_inside_the_force_log_write(tmp_path, config_file):
+    store = tmp_path / "s.zarr"
+    # killed while the store is prepared: nothing at the path, and run starts afresh
+    out = run_child(["run", str(config_file), str(store), "staging"])
+    assert out.returncode == -signal.SIGKILL, out.stderr
+    assert not store.exists()
+    # killed the instant the store became visible: resume accepts it
+    out = run_child(["run", str(config_file), str(store), "created"])
+    assert out.returncode == -signal.SIGKILL, out.stderr
+    s = SessionStore.open(store)
+    assert s.attrs["status"] == "running" and s.attrs["progress"]["completed"] == []
+    # killed inside the first force-log record commit (rows written, index not yet): the
+    # 1st attribute commit of the table is its creation
+    out = run_child(["resume", str(store), "commit:force_log:2"])
+    assert out.returncode == -signal.SIGKILL, out.stderr
+    s = SessionStore.open(store)
+    assert s.attrs["progress"]["completed"] == []  # the evidence is written before progress
+    # killed inside the force-log write of the unit that would complete next
+    out = run_child(["resume", str(store), "commit:force_log:2"])
+    assert out.returncode == -signal.SIGKILL, out.stderr
+    result = resume_session(store, show_progress=False, retry_delay_s=0.5)
+    assert result.status == "complete"
+    _assert_complete_and_exact(store)
 
 
 def test_external_kill_during_a_unit_then_resume(tmp_path, config_file):

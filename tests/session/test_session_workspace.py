@@ -29,10 +29,10 @@ def test_default_sim_home_is_inside_the_default_workspace_and_driver_limits():
 
 def test_sim_robot_starts_inside_the_sessions_own_workspace():
     data = tiny_config_dict(protocols=("swei",), positions=1)
-    data["safety"] = {**data["safety"], "workspace_min_m": [0.20, 0.10, 0.0],
-                      "workspace_max_m": [0.60, 0.50, 0.35]}
+    data["safety"] = {**data["safety"], "workspace_min_m": [0.15, 0.10, 0.0],
+                      "workspace_max_m": [0.45, 0.35, 0.30]}  # within UR3 reach
     data["phantoms"] = [p for p in data["phantoms"] if p["id"] == "block-a"]
-    data["phantoms"][0]["origin_m"] = [0.40, 0.30, 0.10]
+    data["phantoms"][0]["origin_m"] = [0.30, 0.22, 0.10]
     cfg = parse_config(data)
     devices = build_devices(cfg)
     try:

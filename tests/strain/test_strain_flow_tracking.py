@@ -119,9 +119,13 @@ def compression_pairs():
     return {s: simulate_compression_pair(phantom, applied_strain=s, **geom) for s in (0.02, 0.07)}
 
 
-@pytest.mark.parametrize(("strain", "max_outliers"), [(0.02, 0.01), (0.07, 0.05)])
+#: Bounds about 1.5x the measured errors: median axial 0.091 / 0.18 samples, median lateral
+#: 0.046 / 0.096 lines, outliers 0 / 0.03 %, deepest rows 0.10 / 0.14 samples (2 % / 7 %).
+@pytest.mark.parametrize(("strain", "axial", "lateral", "deep"),
+                         [(0.02, 0.14, 0.07, 0.15), (0.07, 0.27, 0.14, 0.22)])
 def test_untrained_network_tracks_uniform_compression(compression_pairs, strain: float,
-                                                      max_outliers: float) -> None:
+                                                      axial: float, lateral: float,
+                                                      deep: float) -> None:
     pair = compression_pairs[strain]
     truth_a = pair.axial_displacement_samples
     assert truth_a.shape[0] == 2000
@@ -133,11 +137,11 @@ def test_untrained_network_tracks_uniform_compression(compression_pairs, strain:
     core = (slice(10, -10), slice(2, -2))
     err_a = np.abs(ax - truth_a)[core]
     err_l = np.abs(lat - pair.lateral_displacement_samples)[core]
-    assert float(np.median(err_a)) < 0.5
-    assert float(np.median(err_l)) < 0.5
-    assert float(np.mean((err_a > 3.0) | (err_l > 1.5))) < max_outliers
+    assert float(np.median(err_a)) < axial
+    assert float(np.median(err_l)) < lateral
+    assert float(np.mean((err_a > 3.0) | (err_l > 1.5))) < 0.002
     # The deepest rows, which move by ~40 / ~140 samples, are tracked too.
-    assert float(np.median(np.abs(ax - truth_a)[-200:-10, 2:-2])) < 1.0
+    assert float(np.median(np.abs(ax - truth_a)[-200:-10, 2:-2])) < deep
 
 
 def test_default_ranges_cover_the_study_motion() -> None:

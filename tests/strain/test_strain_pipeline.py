@@ -26,8 +26,9 @@ from lab.store import ArraySpec, SessionStore
 INCLUSION = BlockPhantom("inc", 7.5, size_mm=(24.0, 24.0, 24.0), speckle_seed=4,
                          inclusions=(Inclusion(0.0, 5.0, 2.0, 17.5),))
 GEOM = dict(depth_mm=10.0, width_mm=10.0, n_lines=48, element_mm=0.5)
-#: CNR threshold for the stiff inclusion at 2 % strain, PSNR 30 dB, 41-sample LSQ window.
-CNR_THRESHOLD = 3.0
+#: CNR threshold for the stiff inclusion at 2 % strain, PSNR 30 dB, 41-sample LSQ window
+#: (measured 9.0; 4.7 with GLUE's weights 10x too large).
+CNR_THRESHOLD = 6.0
 
 
 def _windows(n: int, m: int) -> tuple[tuple[slice, slice], tuple[slice, slice]]:
@@ -45,7 +46,8 @@ def test_stiff_inclusion_has_lower_strain_and_contrast() -> None:
     target, background = _windows(*pair.rf_pre.shape)
     s = -res.axial_strain
     assert np.all(np.isfinite(s[target])) and np.all(np.isfinite(s[background]))
-    assert s[target].mean() < 0.8 * s[background].mean()
+    # true strain ratio 0.40, measured 0.62 (the LSQ window blurs the 4 mm inclusion)
+    assert s[target].mean() < 0.7 * s[background].mean()
     assert cnr(s, background=background, target=target) > CNR_THRESHOLD
 
 
@@ -89,9 +91,10 @@ def test_run_strain_writes_arrays_metrics_and_pngs(tmp_path) -> None:
     for k in range(2):
         finite = np.isfinite(strain[k])
         step = truth[k + 1] - truth[k]
-        assert np.mean(strain[k][finite]) == pytest.approx(np.mean(step[finite]), rel=0.05)
+        # measured -0.35 % and +0.24 %
+        assert np.mean(strain[k][finite]) == pytest.approx(np.mean(step[finite]), rel=0.005)
         assert np.mean(step[finite]) == pytest.approx(-0.009, abs=0.001)
-    assert attrs["metrics"][0]["mssim"] > 0.3
+    assert attrs["metrics"][0]["mssim"] > 0.5  # measured 0.589
     assert "inc" in attrs["failure_rate"]
     assert len(list((tmp_path / "png").glob("dp_*.png"))) == 2
     with pytest.raises(ValueError, match="model_path"):

@@ -57,11 +57,12 @@ def test_rigid_shift_phase_through_channel_data_and_das() -> None:
     frames = [channel_rf(x, z + u, amp, probe=PROBE, imaging=SMALL, n_samples=n_samples)
               for u in (0.0, shift_m)]
     iq = rf_to_iq(np.stack(frames), sampling_frequency=SMALL.channel_sampling_frequency_hz,
-                  modulation_frequency=F0)
+                  modulation_frequency=F0, t0=0.0)
     image = das_plane_wave(iq, element_positions_m=PROBE.element_positions_m,
                            depth_m=np.arange(7.5e-3, 9.5e-3, 0.05e-3),
                            lateral_m=np.arange(-1e-3, 1e-3, 0.05e-3),
-                           sampling_frequency=SMALL.channel_sampling_frequency_hz, sound_speed=C,
+                           channel_sampling_frequency=SMALL.channel_sampling_frequency_hz,
+                           sound_speed=C, t0=0.0,
                            modulation_frequency=F0)
     expected = -4 * np.pi * F0 * shift_m / C
     assert _mean_phase(image[0], image[1]) == pytest.approx(expected, rel=0.03)
