@@ -340,7 +340,8 @@ def test_protective_stop_and_robot_disconnect_mid_move(tmp_path):
 
 
 class _HexapodTimesOut:
-    """A hexapod whose ``n``-th position query times out (a controller that stopped answering)."""
+    """A hexapod whose ``n``-th position query (``POS?`` or a data-recorder read) times out: a
+    controller that stopped answering."""
 
     def __init__(self, hexapod: Any, n: int) -> None:
         self._hexapod, self._n, self._calls = hexapod, n, 0
@@ -349,18 +350,25 @@ class _HexapodTimesOut:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._hexapod, name)
 
-    def position(self) -> dict[str, float]:
+    def _count(self, command: str) -> None:
         self._calls += 1
         if self._calls == self._n:
-            raise DeviceTimeoutError(self.name, "no reply within 1.0 s", command="POS?")
+            raise DeviceTimeoutError(self.name, "no reply within 1.0 s", command=command)
+
+    def position(self) -> dict[str, float]:
+        self._count("POS?")
         return self._hexapod.position()
+
+    def recorded_positions(self) -> list[float]:
+        self._count("DRR?")
+        return self._hexapod.recorded_positions()
 
 
 @pytest.mark.parametrize("fault", ["timeout", "malformed"])
 def test_hexapod_faults_mid_drive(tmp_path, fault):
     def install(lab):
         if fault == "timeout":
-            lab.hexapod = _HexapodTimesOut(lab.hexapod, n=200)
+            lab.hexapod = _HexapodTimesOut(lab.hexapod, n=30)  # mid-drive
         else:
             faults = lab.world.faults
             _when(lab, lambda: lab.world.cylinder_force_n() > 0.5,
