@@ -491,7 +491,7 @@ class GcsSimServer:
                     continue
                 except OSError:
                     return
-                if not data:
+                if not data or self._down():  # a link taken down mid-wait answers nothing more
                     return
                 pending += data
                 pending = self._process(conn, pending)
