@@ -12,7 +12,6 @@ provenance attributes. They are what ``elastolab analyze displacement|labels|tof
 
 from __future__ import annotations
 
-import datetime as dt
 import math
 import os
 import tempfile
@@ -28,13 +27,13 @@ from analysis.displacement import Reference, default_axial_kernel, kasai, loupas
 from analysis.labels import IndentationRun, YoungsModulusFit, fit_youngs_modulus, plot_stress_strain
 from analysis.tof import (
     ALPHA,
-    DENSITY_KG_M3,
-    POISSON_RATIO,
     calibrate_alpha,
     modulus_from_speed,
     push_column,
     tof_map,
 )
+from lab.gelatin import DENSITY_KG_M3, POISSON_RATIO
+from lab.provenance import utc_now
 from lab.store import ArraySpec, SessionStore, StoreError
 
 __all__ = ["run_displacement", "run_labels", "run_tof"]
@@ -49,10 +48,6 @@ TOF_MAP = "maps/tof_kpa"
 TOF_SPEED_MAP = "maps/tof_speed_m_s"
 #: Sequences in flight at once per scheduler thread (bounds memory: each holds ~85 MB).
 _IN_FLIGHT_PER_WORKER = 2
-
-
-def _utc_now() -> str:
-    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
 def _swei_attrs(table: Any) -> dict[str, Any]:
@@ -150,7 +145,7 @@ def run_displacement(
             modulation_frequency=float(attrs["modulation_frequency"])),
         "units": {"displacement_m": "m, positive away from the probe",
                   "quality": "correlation coefficient, 0-1"},
-        "created_utc": _utc_now(),
+        "created_utc": utc_now(),
     }
     dims = ("seq", "frame", "depth", "lateral")
     table = store.require_table(DISPLACEMENT_TABLE, row_dim="seq", arrays=[
@@ -265,7 +260,7 @@ def run_labels(
     attrs: dict[str, Any] = {"labels": labels, "source": INDENTATION_TABLE,
                              "method": "pooled least squares of stress on strain",
                              "strain_range_requested": list(strain_range),
-                             "created_utc": _utc_now()}
+                             "created_utc": utc_now()}
     if plot_path is not None and fits:
         attrs["plot"] = str(plot_stress_strain(fits, plot_path))
     group.attrs.update(attrs)

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from lab.gelatin import DENSITY_KG_M3, POISSON_RATIO
+
 __all__ = [
     "ToFMap",
     "calibrate_alpha",
@@ -27,8 +29,6 @@ __all__ = [
     "tof_map",
 ]
 
-DENSITY_KG_M3 = 1000.0
-POISSON_RATIO = 0.5
 ALPHA = 0.75
 
 

@@ -26,10 +26,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from analysis.swei_cnn.data import (
     Augmentation,
     WindowCache,
-    load_swei_training_set,
 )
 from analysis.swei_cnn.dense import zscore_windows
-from analysis.swei_cnn.synthetic import write_synthetic_store
+from analysis.swei_cnn.runners import load_swei_training_set, write_synthetic_store
 
 
 def main() -> int:

@@ -21,8 +21,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from analysis.strain.study import failure_rate_study
-from analysis.strain.train import train_default_flow_cnn
+from analysis.strain.synthetic import failure_rate_study, train_default_flow_cnn
 from bench._common import parser, write_results
 
 

@@ -10,8 +10,16 @@ from typing import Annotated
 
 import typer
 
+from analysis.runners import run_displacement, run_labels, run_tof
+from drivers.sim.lab import serve
+from lab.config import ConfigError, load_config
+from lab.demo_context import PROFILES, DemoError
+from lab.info import print_info
 from lab.logs import console, setup_logging
+from lab.progress import progress_callback
 from lab.session_cli import session_app
+from lab.store import SessionStore, StoreError
+from lab.verify import verify_store
 
 log = logging.getLogger("elastolab")
 
@@ -59,8 +67,6 @@ def verify(
 
     Exit code 0 only when the store is clean.
     """
-    from lab.verify import verify_store
-
     report = verify_store(store, repair=repair)
     for line in report.repaired:
         console.print(f"[yellow]repaired[/yellow] {line}", highlight=False)
@@ -76,9 +82,6 @@ def verify(
 @app.command()
 def info(store: StorePath) -> None:
     """Print a summary of a store: provenance, tables, arrays, sizes."""
-    from lab.info import print_info
-    from lab.store import StoreError
-
     try:
         print_info(store, console)
     except StoreError as exc:
@@ -88,8 +91,6 @@ def info(store: StorePath) -> None:
 @config_app.command("check")
 def config_check(path: Annotated[Path, typer.Argument(help="session TOML file")]) -> None:
     """Validate a session configuration file and print what it would run."""
-    from lab.config import ConfigError, load_config
-
     try:
         cfg = load_config(path)
     except ConfigError as exc:
@@ -112,9 +113,6 @@ def analyze_displacement(
     workers: Annotated[int | None, typer.Option(help="local worker threads")] = None,
 ) -> None:
     """Axial displacement of every SWEI sequence (Dask, resumable) -> the `displacement` table."""
-    from analysis.runners import run_displacement
-    from lab.progress import progress_callback
-
     if method not in ("loupas", "kasai") or reference not in ("fixed", "progressive"):
         _fail(f"--method must be loupas|kasai and --reference fixed|progressive, got "
               f"{method!r}, {reference!r}")
@@ -131,8 +129,6 @@ def analyze_labels(
 ) -> None:
     """Young's-modulus labels per concentration from the indentation runs."""
     from rich.table import Table as RichTable
-
-    from analysis.runners import run_labels
 
     with _store_errors():
         labels = run_labels(store, plot_path=plot)
@@ -155,9 +151,6 @@ def analyze_tof(
         help="E scale factor; default: calibrated on the labels (0.75 without labels)")] = None,
 ) -> None:
     """Time-of-flight elasticity maps -> maps/tof_kpa (NaN where rejected)."""
-    from analysis.runners import run_tof
-    from lab.progress import progress_callback
-
     with _store_errors(), progress_callback("time of flight") as progress:
         used = run_tof(store, alpha=alpha, progress=progress)
     console.print(f"tof maps written (alpha = {used:.3f})")
@@ -172,8 +165,6 @@ def sim_serve(
     seed: int = 0,
 ) -> None:
     """Run a wire-protocol simulator in real time until Ctrl-C."""
-    from drivers.sim.lab import serve
-
     if kind not in ("hexapod", "netft"):
         _fail(f"unknown simulator {kind!r}; choose hexapod or netft")
     serve(kind, host=host, port=port, seed=seed)  # type: ignore[arg-type]
@@ -182,8 +173,6 @@ def sim_serve(
 @contextmanager
 def _store_errors() -> Iterator[None]:
     """Turn expected user-facing errors into one red line and exit code 2."""
-    from lab.store import StoreError
-
     try:
         yield
     except (StoreError, ValueError, FileNotFoundError) as exc:
@@ -211,8 +200,7 @@ def train(
     resume: Annotated[bool, typer.Option(help="continue from --checkpoint")] = False,
 ) -> None:
     """Train the spatio-temporal 3D DenseNet on a store's displacement."""
-    from analysis.swei_cnn import run_train
-    from lab.progress import progress_callback
+    from analysis.swei_cnn.runners import run_train  # lazy: torch, ~1.1 s
 
     if window not in (65, 33, 17, 9, 5):
         _fail(f"--window must be one of 65, 33, 17, 9, 5; got {window}")
@@ -247,8 +235,7 @@ def predict(
     = 1024.0,
 ) -> None:
     """Full elasticity maps of every sequence -> maps/cnn_kpa (and PNGs)."""
-    from analysis.swei_cnn import run_predict
-    from lab.progress import progress_callback
+    from analysis.swei_cnn.runners import run_predict  # lazy: torch, ~1.1 s
 
     with _store_errors(), progress_callback("predict") as progress:
         result = run_predict(store, model_path=model, stride=stride, device=device,
@@ -259,8 +246,7 @@ def predict(
 
 
 def _write_map_pngs(store_path: Path, out_dir: Path, limit: int = 6) -> None:
-    from lab.figures import image_panels
-    from lab.store import SessionStore
+    from lab.figures import image_panels  # lazy: matplotlib costs ~0.4 s at import
 
     out_dir.mkdir(parents=True, exist_ok=True)
     store = SessionStore.open(store_path)
@@ -291,7 +277,7 @@ def demo(
     into the same DIR resumes after the last completed stage; a DIR made with another profile (or
     holding anything else) is refused, so results are never mixed.
     """
-    from lab.demo import PROFILES, DemoError, run_demo
+    from lab.demo import run_demo  # lazy: torch, ~1.1 s
 
     if profile not in PROFILES:
         _fail(f"--profile must be one of {sorted(PROFILES)}, got {profile!r}")
@@ -312,8 +298,7 @@ def strain(
     png: Annotated[Path | None, typer.Option(help="directory for one PNG per pair")] = None,
 ) -> None:
     """Strain images of consecutive compression frames -> strain/<coarse>/ arrays and metrics."""
-    from analysis.strain.pipeline import run_strain
-    from lab.progress import progress_callback
+    from analysis.strain.runners import run_strain  # lazy: torch, ~1.1 s
 
     if coarse not in ("dp", "cnn"):
         _fail(f"--coarse must be dp or cnn, got {coarse!r}")
@@ -343,8 +328,8 @@ def train_flow(
     seed: int = 0,
 ) -> None:
     """Train the GLUENet coarse flow CNN on simulated compression pairs (CPU: minutes)."""
-    from analysis.strain.flownet import save_flow_cnn
-    from analysis.strain.train import train_default_flow_cnn
+    from analysis.strain.flownet import save_flow_cnn  # lazy: torch, ~1.1 s
+    from analysis.strain.synthetic import train_default_flow_cnn  # lazy: torch, as above
 
     if pairs < 2 or epochs < 1:
         _fail(f"--pairs must be >= 2 and --epochs >= 1, got {pairs}, {epochs}")

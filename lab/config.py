@@ -32,7 +32,7 @@ from pydantic import (
     model_validator,
 )
 
-from drivers.sim.phantom import GELATIN_YOUNGS_MODULUS_KPA
+from lab.gelatin import GELATIN_YOUNGS_MODULUS_KPA
 
 
 class ConfigError(ValueError):

@@ -18,157 +18,41 @@ GPU machine), ``smoke`` (seconds; the test suite runs it).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from lab.config import SessionConfig, parse_config
-from lab.store import json_default
+from lab import demo_stages
+from lab.demo_context import (
+    PROFILES,
+    STATE_FILE,
+    DemoContext,
+    DemoError,
+    DemoProfile,
+    DemoState,
+    ProfileName,
+    profile_hash,
+)
+from lab.logs import attach_log_file, detach_log_file
 
 log = logging.getLogger(__name__)
 
-ProfileName = Literal["smoke", "default", "paper"]
-STATE_FILE = "demo-state.json"
-STAGES = ("session", "labels", "displacement", "tof", "cnn", "strain", "report")
+StageFn = Callable[[DemoContext], dict[str, Any]]
 
-#: Lateral distance of the two ToF signals in the paper: 65 px on its 600 px / 33 mm grid.
-PAPER_TOF_DISTANCE_MM = 64 * 33.0 / 599
-PAPER_MEAN_FILTER_MM = 5 * 33.0 / 599
-#: Physical size of the paper's training ROI: 121 x 181 px of its 250 x 600 px grid.
-PAPER_ROI_MM = (121 * 20.0 / 249, 181 * 33.0 / 599)
-
-
-class DemoError(RuntimeError):
-    """The demo cannot start or continue (e.g. the output directory holds something else)."""
-
-
-@dataclass(frozen=True)
-class DemoProfile:
-    """Sizes of a demo run. Physical scales follow the paper; counts are reduced."""
-
-    name: str
-    concentrations: tuple[float, ...]
-    cylinders_per_concentration: int
-    positions_per_block: int
-    push_elements: tuple[int, ...]
-    depth_px: int
-    lateral_px: int
-    inclusion_positions: int
-    compression_strains: tuple[float, ...]
-    compression_depth_samples: int
-    compression_lines: int
-    window_px: int
-    cnn_profile: Literal["quick", "paper"]
-    cnn_max_steps: int | None
-    flow_training_pairs: int
-    flow_epochs: int
-    study_pairs: int
-    study_shape: tuple[int, int]
-    indentation_rate_hz: float = 200.0
-    finetune_epochs: int = 10
-    #: Probe positions on the inclusion block stay this far from its edges (40 mm on a 100 mm
-    #: block: within +/-10 mm of the inclusion, so it appears at varied lateral positions).
-    inclusion_margin_mm: float = 40.0
-    seed: int = 0
-
-
-PROFILES: dict[str, DemoProfile] = {
-    "smoke": DemoProfile(
-        name="smoke", concentrations=(7.5, 15.0), cylinders_per_concentration=1,
-        positions_per_block=8, push_elements=(40, 64, 88), depth_px=40, lateral_px=80,
-        inclusion_positions=2, compression_strains=(0.0, 0.01, 0.02),
-        compression_depth_samples=400, compression_lines=48, window_px=9, cnn_profile="quick",
-        cnn_max_steps=4, flow_training_pairs=6, flow_epochs=1, study_pairs=3,
-        study_shape=(300, 40), indentation_rate_hz=20.0, finetune_epochs=1,
-    ),
-    "default": DemoProfile(
-        name="default", concentrations=(7.5, 10.0, 12.5, 15.0), cylinders_per_concentration=2,
-        positions_per_block=8, push_elements=(24, 36, 48, 64, 80, 92, 104), depth_px=80,
-        lateral_px=160, inclusion_positions=8, compression_strains=(0.0, 0.005, 0.01, 0.02, 0.03),
-        compression_depth_samples=1000, compression_lines=128, window_px=17,
-        cnn_profile="quick", cnn_max_steps=None, flow_training_pairs=64, flow_epochs=6,
-        study_pairs=12, study_shape=(600, 96),
-    ),
-    "paper": DemoProfile(
-        name="paper", concentrations=(5.0, 7.5, 10.0, 12.5, 15.0, 17.5),
-        cylinders_per_concentration=8, positions_per_block=80,
-        push_elements=(24, 36, 48, 64, 80, 92, 104), depth_px=250, lateral_px=600,
-        inclusion_positions=10,
-        compression_strains=(0.0, 0.005, 0.01, 0.02, 0.03, 0.04, 0.05, 0.06, 0.07),
-        compression_depth_samples=2000, compression_lines=250, window_px=33,
-        cnn_profile="paper", cnn_max_steps=None, flow_training_pairs=400, flow_epochs=40,
-        study_pairs=60, study_shape=(2000, 250),
-    ),
-}
-
-
-def demo_config(profile: DemoProfile) -> SessionConfig:
-    """The simulated session of the demo: cylinders, blocks, an inclusion block, compression."""
-    phantoms: list[dict[str, Any]] = []
-    cylinders: list[str] = []
-    blocks: list[str] = []
-    for c in profile.concentrations:
-        for k in range(profile.cylinders_per_concentration):
-            cylinders.append(f"cyl-{c:g}-{k}")
-            phantoms.append({"kind": "cylinder", "id": cylinders[-1], "gelatin_percent": c})
-        blocks.append(f"block-{c:g}")
-        phantoms.append({"kind": "block", "id": blocks[-1], "gelatin_percent": c,
-                         "speckle_seed": len(blocks)})
-    # [SWEI] inclusion phantoms: 7.5 % background, 15 % cylindrical inclusions of ~5 and ~10 mm.
-    phantoms.append({"kind": "block", "id": "block-inclusion", "gelatin_percent": 7.5,
-                     "speckle_seed": 99, "inclusions": [
-                         {"x_mm": 0.0, "z_mm": 10.0, "radius_mm": 5.0, "gelatin_percent": 15.0}]})
-    swei_common = {"push_elements": list(profile.push_elements), "depth_px": profile.depth_px,
-                   "lateral_px": profile.lateral_px, "seed": profile.seed}
-    data = {
-        "name": f"demo-{profile.name}",
-        "lab": {"sim_seed": profile.seed},
-        "phantoms": phantoms,
-        "protocols": [
-            {"kind": "indentation", "cylinders": cylinders, "approach_gap_mm": 0.3,
-             "sample_rate_hz": profile.indentation_rate_hz},
-            {"kind": "swei", "blocks": blocks,
-             "positions_per_block": profile.positions_per_block, **swei_common},
-            # The inclusion block: probe positions around the inclusion.
-            {"kind": "swei", "blocks": ["block-inclusion"],
-             "positions_per_block": profile.inclusion_positions,
-             "position_margin_mm": profile.inclusion_margin_mm, **swei_common},
-            {"kind": "compression", "blocks": ["block-inclusion"],
-             "strains": list(profile.compression_strains),
-             "depth_samples": profile.compression_depth_samples,
-             "lines": profile.compression_lines},
-        ],
-    }
-    return parse_config(data, source=f"demo profile {profile.name!r}")
-
-
-@dataclass
-class DemoState:
-    """What a demo directory holds: its profile and the stages done (with their results)."""
-
-    profile: str
-    profile_hash: str
-    stages: dict[str, dict[str, Any]] = field(default_factory=dict)
-
-    @classmethod
-    def load(cls, path: Path) -> DemoState:
-        data = json.loads(path.read_text())
-        return cls(profile=data["profile"], profile_hash=data["profile_hash"],
-                   stages=data.get("stages", {}))
-
-    def save(self, path: Path) -> None:
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(asdict(self), indent=2, default=json_default))
-        tmp.replace(path)  # atomic: a crash never leaves a half-written state file
-
-
-def profile_hash(profile: DemoProfile) -> str:
-    return hashlib.sha256(json.dumps(asdict(profile), sort_keys=True).encode()).hexdigest()[:16]
+#: The stages in the order they run; each returns the result recorded in ``demo-state.json``.
+STAGES: tuple[tuple[str, StageFn], ...] = (
+    ("session", demo_stages.stage_session),
+    ("labels", demo_stages.stage_labels),
+    ("displacement", demo_stages.stage_displacement),
+    ("tof", demo_stages.stage_tof),
+    ("cnn", demo_stages.stage_cnn),
+    ("strain", demo_stages.stage_strain),
+    ("report", demo_stages.stage_report),
+)
+STAGE_NAMES: tuple[str, ...] = tuple(name for name, _ in STAGES)
 
 
 def open_output(out_dir: Path, profile: DemoProfile) -> DemoState:
@@ -183,7 +67,7 @@ def open_output(out_dir: Path, profile: DemoProfile) -> DemoState:
                 f"{state.profile_hash}); this run uses {profile.name!r} ({wanted}). Use another "
                 "--out directory or delete this one; results are never mixed."
             )
-        done = [s for s in STAGES if s in state.stages]
+        done = [s for s in STAGE_NAMES if s in state.stages]
         log.info("resuming the demo in %s: stages done: %s", out_dir, ", ".join(done) or "none")
         return state
     if out_dir.exists() and any(out_dir.iterdir()):
@@ -196,38 +80,13 @@ def open_output(out_dir: Path, profile: DemoProfile) -> DemoState:
     return state
 
 
-StageFn = Callable[["DemoContext"], dict[str, Any]]
-
-
-@dataclass
-class DemoContext:
-    out_dir: Path
-    profile: DemoProfile
-    state: DemoState
-    show_progress: bool = True
-
-    @property
-    def store_path(self) -> Path:
-        return self.out_dir / "session.zarr"
-
-    @property
-    def figures(self) -> Path:
-        return self.out_dir / "figures"
-
-    def result(self, stage: str) -> dict[str, Any]:
-        return self.state.stages[stage]["result"]
-
-
 def run_demo(out_dir: str | Path, *, profile: ProfileName = "default",
              show_progress: bool = True, stop_after: str | None = None) -> dict[str, Any]:
     """Run (or resume) the demo into ``out_dir``; returns the metrics written to metrics.json."""
-    from lab import demo_stages
-    from lab.logs import attach_log_file, detach_log_file
-
     if profile not in PROFILES:
         raise DemoError(f"unknown profile {profile!r}; choose one of {sorted(PROFILES)}")
-    if stop_after is not None and stop_after not in STAGES:
-        raise DemoError(f"unknown stage {stop_after!r}; stages are {STAGES}")
+    if stop_after is not None and stop_after not in STAGE_NAMES:
+        raise DemoError(f"unknown stage {stop_after!r}; stages are {STAGE_NAMES}")
     out = Path(out_dir)
     prof = PROFILES[profile]
     state = open_output(out, prof)
@@ -235,12 +94,12 @@ def run_demo(out_dir: str | Path, *, profile: ProfileName = "default",
     state_path = out / STATE_FILE
     handler = attach_log_file(out / "demo.log")
     try:
-        for name in STAGES:
+        for number, (name, stage) in enumerate(STAGES, start=1):
             if name in state.stages:
                 continue
-            log.info("demo stage %d/%d: %s", STAGES.index(name) + 1, len(STAGES), name)
+            log.info("demo stage %d/%d: %s", number, len(STAGES), name)
             t0 = time.perf_counter()
-            result = getattr(demo_stages, f"stage_{name}")(ctx)
+            result = stage(ctx)
             seconds = time.perf_counter() - t0
             state.stages[name] = {"seconds": seconds, "result": result}
             state.save(state_path)

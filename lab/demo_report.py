@@ -8,9 +8,9 @@ from typing import Any
 
 import numpy as np
 
-from drivers.sim.phantom import DICE_THRESHOLD_KPA, youngs_modulus_kpa
-from lab.demo import STAGES, DemoContext
+from lab.demo_context import DemoContext
 from lab.figures import bmode, displacement_frames, image_panels
+from lab.gelatin import DICE_THRESHOLD_KPA, youngs_modulus_kpa
 from lab.report import ReportSection, ReportTable, write_report
 from lab.store import SessionStore
 
@@ -179,8 +179,7 @@ def build_report(ctx: DemoContext) -> Path:
         section, m = build(ctx)
         sections.append(section)
         metrics.update(m)
-    timings = {name: float(ctx.state.stages[name]["seconds"]) for name in STAGES
-               if name in ctx.state.stages}
+    timings = {name: float(done["seconds"]) for name, done in ctx.state.stages.items()}
     finite = _check_finite(metrics)
     metrics["all_finite"] = finite
     return write_report(

@@ -9,7 +9,16 @@ from typing import Any
 
 import numpy as np
 
-from lab.demo import (
+from analysis.runners import run_displacement, run_labels, run_tof
+from analysis.strain.flownet import save_flow_cnn
+from analysis.strain.runners import run_strain
+from analysis.strain.synthetic import failure_rate_study, train_default_flow_cnn
+from analysis.swei_cnn.data import position_fold_split
+from analysis.swei_cnn.evaluate import compare_with_tof
+from analysis.swei_cnn.io import load_model, save_model
+from analysis.swei_cnn.runners import load_swei_training_set, run_predict, run_train
+from analysis.swei_cnn.train import finetune
+from lab.demo_context import (
     PAPER_MEAN_FILTER_MM,
     PAPER_ROI_MM,
     PAPER_TOF_DISTANCE_MM,
@@ -17,13 +26,16 @@ from lab.demo import (
     DemoError,
     demo_config,
 )
+from lab.demo_report import build_report
+from lab.progress import progress_callback
+from lab.session import resume_session, run_session
+from lab.store import SessionStore
+from lab.verify import verify_store
 
 log = logging.getLogger(__name__)
 
 
 def _progress(ctx: DemoContext, description: str) -> AbstractContextManager[Any]:
-    from lab.progress import progress_callback
-
     return progress_callback(description) if ctx.show_progress else nullcontext(None)
 
 
@@ -33,8 +45,6 @@ def _odd(n: float, minimum: int = 1) -> int:
 
 
 def _grid(ctx: DemoContext) -> tuple[list[float], list[float]]:
-    from lab.store import SessionStore
-
     attrs = SessionStore.open(ctx.store_path).table("swei").group.attrs
     return list(attrs["depth_m"]), list(attrs["lateral_m"])
 
@@ -42,9 +52,6 @@ def _grid(ctx: DemoContext) -> tuple[list[float], list[float]]:
 # -- 1. acquisition ------------------------------------------------------------------------------
 def stage_session(ctx: DemoContext) -> dict[str, Any]:
     """Run (or resume) the simulated session; the store must verify clean afterwards."""
-    from lab.session import resume_session, run_session
-    from lab.verify import verify_store
-
     config = demo_config(ctx.profile)
     if ctx.store_path.exists():
         result = resume_session(ctx.store_path, show_progress=ctx.show_progress)
@@ -60,16 +67,12 @@ def stage_session(ctx: DemoContext) -> dict[str, Any]:
 
 # -- 2. labels -----------------------------------------------------------------------------------
 def stage_labels(ctx: DemoContext) -> dict[str, Any]:
-    from analysis.runners import run_labels
-
     labels = run_labels(ctx.store_path, plot_path=ctx.figures / "stress_strain.png")
     return {"labels": labels}
 
 
 # -- 3. displacement -----------------------------------------------------------------------------
 def stage_displacement(ctx: DemoContext) -> dict[str, Any]:
-    from analysis.runners import run_displacement
-
     with _progress(ctx, "Loupas displacement") as progress:
         n = run_displacement(ctx.store_path, method="loupas", progress=progress)
     return {"sequences": n}
@@ -86,8 +89,6 @@ def tof_options(lateral_m: list[float]) -> dict[str, Any]:
 def demo_split(ctx: DemoContext) -> dict[str, list[int]]:
     """Fold 0 of the 4-fold position split; inclusion positions split into tune (3/4) and
     evaluate (1/4, at least one)."""
-    from analysis.swei_cnn.data import load_swei_training_set, position_fold_split
-
     data = load_swei_training_set(ctx.store_path)
     split = position_fold_split(data, fold=0, seed=ctx.profile.seed)
     inclusion = np.flatnonzero(data.uses_map)
@@ -107,8 +108,6 @@ def demo_split(ctx: DemoContext) -> dict[str, list[int]]:
 
 def stage_tof(ctx: DemoContext) -> dict[str, Any]:
     """ToF on the validation, test and inclusion sequences; alpha from validation only."""
-    from analysis.runners import run_tof
-
     _, lateral_m = _grid(ctx)
     options = tof_options(lateral_m)
     split = demo_split(ctx)
@@ -137,12 +136,6 @@ def stage_cnn(ctx: DemoContext) -> dict[str, Any]:
     held-out test sequences and the other inclusion positions, compare with ToF."""
     import torch
 
-    from analysis.swei_cnn import run_predict, run_train
-    from analysis.swei_cnn.data import load_swei_training_set
-    from analysis.swei_cnn.evaluate import compare_with_tof
-    from analysis.swei_cnn.io import load_model, save_model
-    from analysis.swei_cnn.train import finetune
-    from lab.store import SessionStore
 
     depth_m, lateral_m = _grid(ctx)
     prof = ctx.profile
@@ -210,11 +203,6 @@ def _epoch_dict(metrics: Any) -> dict[str, Any]:
 def stage_strain(ctx: DemoContext) -> dict[str, Any]:
     """Train the flow CNN, strain images of the session's compression pairs with both coarse
     estimators, and the failure-rate study at PSNR 12.7 dB."""
-    from analysis.strain.flownet import save_flow_cnn
-    from analysis.strain.pipeline import run_strain
-    from analysis.strain.study import failure_rate_study
-    from analysis.strain.train import train_default_flow_cnn
-
     prof = ctx.profile
     trained = train_default_flow_cnn(n_pairs=prof.flow_training_pairs, epochs=prof.flow_epochs,
                                      seed=prof.seed, validate=False)
@@ -242,7 +230,5 @@ def stage_strain(ctx: DemoContext) -> dict[str, Any]:
 
 # -- 7. report -----------------------------------------------------------------------------------
 def stage_report(ctx: DemoContext) -> dict[str, Any]:
-    from lab.demo_report import build_report
-
     path = build_report(ctx)
     return {"report": str(Path(path).relative_to(ctx.out_dir))}

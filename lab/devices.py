@@ -25,9 +25,21 @@ from typing import Any, Protocol
 import numpy as np
 
 from drivers.base import DeviceError, ProtectiveStopError
+from drivers.force.netft import NetFtSensor
+from drivers.force.serial_ft import SerialFtSensor
+from drivers.force.spec import NANO17, NANO43
+from drivers.hexapod.connection import PipythonGcsConnection, PyvisaGcsConnection
+from drivers.hexapod.gcs import GcsHexapod
+from drivers.robot.base import RobotLimits
+from drivers.robot.ur import UrRtdeRobot
+from drivers.sim.lab import build_sim_lab
 from drivers.sim.phantom import BlockPhantom, CylinderPhantom, Inclusion
+from drivers.ultrasound.cicada import CicadaUltrasound
+from drivers.ultrasound.sim_system import SimUltrasound
 from lab.clock import Clock, SimClock, WallClock
 from lab.config import BlockConfig, CylinderConfig, SessionConfig
+from lab.logs import console
+from protocols.plan import PROBE_DOWN_RAD, bench_layout, travel_z_m
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +92,6 @@ class ConsoleOperator:
             return False
         from rich.prompt import Confirm
 
-        from lab.logs import console
 
         return bool(Confirm.ask(question, console=console))
 
@@ -151,8 +162,6 @@ def sim_home_pose(config: SessionConfig, layout: dict[str, list[float]]) -> list
     """Start pose of the simulated robot: probe face down over the middle of the session's
     workspace box, half-way between the travel height above the blocks and the top of the box
     (clipped into the box), so a session starts inside its own workspace."""
-    from protocols.plan import PROBE_DOWN_RAD, travel_z_m
-
     lo = np.asarray(config.safety.workspace_min_m, dtype=float)
     hi = np.asarray(config.safety.workspace_max_m, dtype=float)
     x, y, _ = (lo + hi) / 2
@@ -191,11 +200,6 @@ def build_devices(config: SessionConfig, *, interactive: bool = False,
 
 
 def _build_sim(config: SessionConfig, faults: Any) -> LabDevices:
-    from drivers.robot.base import RobotLimits
-    from drivers.sim.lab import build_sim_lab
-    from drivers.ultrasound.sim_system import SimUltrasound
-    from protocols.plan import bench_layout
-
     lab_cfg = config.lab
     safety = config.safety
     layout = bench_layout(config)
@@ -232,15 +236,6 @@ def _build_sim(config: SessionConfig, faults: Any) -> LabDevices:
 
 
 def _build_real(config: SessionConfig, interactive: bool) -> LabDevices:
-    from drivers.force.netft import NetFtSensor
-    from drivers.force.serial_ft import SerialFtSensor
-    from drivers.force.spec import NANO17, NANO43
-    from drivers.hexapod.connection import PipythonGcsConnection, PyvisaGcsConnection
-    from drivers.hexapod.gcs import GcsHexapod
-    from drivers.robot.base import RobotLimits
-    from drivers.robot.ur import UrRtdeRobot
-    from drivers.ultrasound.cicada import CicadaUltrasound
-
     lab_cfg = config.lab
     safety = config.safety
     clock = WallClock()

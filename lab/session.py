@@ -37,7 +37,6 @@ that limits held, faults included.
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import os
 import signal
@@ -60,10 +59,12 @@ from rich.text import Text
 from drivers.base import DeviceError
 from lab.config import BlockConfig, SessionConfig, parse_config
 from lab.devices import LabDevices, build_devices
+from lab.gelatin import youngs_modulus_kpa
 from lab.logs import attach_log_file, console, detach_log_file
+from lab.provenance import plan_hash, utc_now
 from lab.safety import Guard, SafetyError
 from lab.session_lock import runner_lock
-from lab.store import ArraySpec, SessionStore, StoreError, plan_hash
+from lab.store import ArraySpec, SessionStore, StoreError
 from protocols import compression, indentation, swei
 from protocols.common import MOTION_TIMEOUT_S
 from protocols.plan import CLEARANCE_M, Plan, Unit, build_plan, check_plan
@@ -100,14 +101,8 @@ class SessionResult:
     store_path: Path
 
 
-def _utc_now() -> str:
-    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-
-
 def phantom_table(config: SessionConfig, layout: dict[str, list[float]]) -> list[dict[str, Any]]:
     """The ``phantoms`` attribute list of the store (``phantom_index`` arrays index it)."""
-    from drivers.sim.phantom import youngs_modulus_kpa
-
     out = []
     for p in config.phantoms:
         entry: dict[str, Any] = {"phantom_id": p.id, "kind": p.kind,
@@ -361,7 +356,7 @@ class SessionRunner:
             self.store.append_event(INTERRUPTIONS, event)
         sessions = list(self.store.attrs.get("sessions", []))
         if sessions:
-            sessions[-1] = {**sessions[-1], "stop_utc": _utc_now(), "outcome": status}
+            sessions[-1] = {**sessions[-1], "stop_utc": utc_now(), "outcome": status}
         self.store.set_attrs(status=status, message=message, sessions=sessions)
         level = logging.INFO if status in ("complete", "paused") else logging.ERROR
         log.log(level, "session %s: %s", status, message)
@@ -372,7 +367,7 @@ class SessionRunner:
         """Run from the first incomplete unit to the end (or a pause / failure)."""
         handler = attach_log_file(self.store.log_path())
         sessions = list(self.store.attrs.get("sessions", []))
-        sessions.append({"start_utc": _utc_now(), "stop_utc": None, "outcome": None,
+        sessions.append({"start_utc": utc_now(), "stop_utc": None, "outcome": None,
                          "resumed": resumed, "pid": os.getpid()})
         self.store.set_attrs(status="running", sessions=sessions)
         old_handler = None

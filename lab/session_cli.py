@@ -14,7 +14,10 @@ from typing import Annotated
 import typer
 from rich.table import Table as RichTable
 
+from lab.config import ConfigError, load_config
 from lab.logs import console
+from lab.store import StoreError
+from protocols.plan import Plan
 
 session_app = typer.Typer(help="Run and resume acquisition sessions.", no_args_is_help=True,
                           pretty_exceptions_enable=False)
@@ -36,8 +39,6 @@ def _duration(seconds: float) -> str:
 
 def print_plan(plan: object, problems: list[str]) -> None:
     """The dry-run report: units per protocol, the unit list, limit problems, duration."""
-    from protocols.plan import Plan
-
     assert isinstance(plan, Plan)
     counts = Counter(u.kind for u in plan.units)
     table = RichTable(title="plan", show_lines=False)
@@ -67,8 +68,6 @@ def plot_positions(plan: object, path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from protocols.plan import Plan
 
     assert isinstance(plan, Plan)
     by_block: dict[str, list[tuple[float, float, int]]] = {}
@@ -106,9 +105,8 @@ def run(
     progress: Annotated[bool, typer.Option(help="progress bars")] = True,
 ) -> None:
     """Run a session: plan it, store the plan, acquire unit by unit (Ctrl-C pauses)."""
-    from lab.config import ConfigError, load_config
+    # lazy: lab.session loads every driver and simulator (scipy.signal), ~1 s per CLI call
     from lab.session import SessionError, plan_session, run_session
-    from lab.store import StoreError
 
     try:
         cfg = load_config(config)
@@ -141,9 +139,8 @@ def resume(
     progress: Annotated[bool, typer.Option(help="progress bars")] = True,
 ) -> None:
     """Continue a paused, failed or killed session from its first incomplete unit."""
-    from lab.config import ConfigError
+    # lazy: lab.session loads every driver and simulator (scipy.signal), ~1 s per CLI call
     from lab.session import SessionError, resume_session
-    from lab.store import StoreError
 
     try:
         result = resume_session(store, show_progress=progress, interactive=sys.stdin.isatty())
@@ -154,7 +151,7 @@ def resume(
 
 
 def _exit_with(result: object) -> None:
-    from lab.session import SessionResult
+    from lab.session import SessionResult  # lazy, as in run()
 
     assert isinstance(result, SessionResult)
     colour = {"complete": "green", "paused": "yellow"}.get(result.status, "red")

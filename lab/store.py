@@ -12,18 +12,16 @@ Layout and guarantees are documented in ``docs/dataset.md``. In short:
   ``kill -9`` a record is either complete and listed, or absent. Rows written past the committed
   length by an interrupted append are trimmed when the store is reopened for append (or by
   ``elastolab verify --repair``).
-* Group attributes hold provenance: the config, package version, git commit, host, times.
+* Group attributes hold provenance (:mod:`lab.provenance`): the config, package version, git
+  commit, host, times.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import logging
 import os
-import platform
-import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +31,8 @@ import numpy as np
 import zarr
 from numpy.typing import ArrayLike, NDArray
 from zarr.codecs import BloscCodec, BloscShuffle
+
+from lab.provenance import package_version, plan_hash, provenance, utc_now
 
 log = logging.getLogger(__name__)
 
@@ -110,38 +110,6 @@ def _compressor(dtype: np.dtype) -> BloscCodec:
     # and still compresses int16 RF and quantised force samples well.
     return BloscCodec(cname="zstd", clevel=1, shuffle=BloscShuffle.shuffle,
                       typesize=dtype.itemsize if dtype.kind != "c" else dtype.itemsize // 2)
-
-
-def _git_commit() -> str | None:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent,
-            capture_output=True, text=True, timeout=5, check=False,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    if out.returncode != 0:
-        return None
-    return out.stdout.strip() or None
-
-
-def package_version() -> str:
-    try:
-        from importlib.metadata import version
-
-        return version("elastolab")
-    except Exception:  # not installed (running from a source tree)
-        return "0+unknown"
-
-
-def _utc_now() -> str:
-    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-
-
-def plan_hash(plan: Any) -> str:
-    """SHA-256 of a JSON-serialisable plan (sorted keys): identifies the plan of a store."""
-    blob = json.dumps(plan, sort_keys=True, separators=(",", ":"), default=str).encode()
-    return hashlib.sha256(blob).hexdigest()
 
 
 def _to_json(value: Any) -> Any:
@@ -366,11 +334,7 @@ class SessionStore:
                 "format": STORE_FORMAT,
                 "schema_version": SCHEMA_VERSION,
                 "kind": kind,
-                "elastolab_version": package_version(),
-                "git_commit": _git_commit(),
-                "host": platform.node(),
-                "python": platform.python_version(),
-                "created_utc": _utc_now(),
+                **provenance(),
                 "config": _to_json(dict(config or {})),
                 "plan_hash": plan_hash(plan) if plan is not None else None,
                 "plan": _to_json(plan) if plan is not None else None,
@@ -527,7 +491,7 @@ class SessionStore:
             dimension_names=tuple(dims), compressors=_compressor(value.dtype),
             fill_value=0, config={"write_empty_chunks": True},
             attributes=_to_json({**dict(attrs or {}), "allow_nan": allow_nan,
-                                 "written_utc": _utc_now(),
+                                 "written_utc": utc_now(),
                                  "elastolab_version": package_version()}),
         )
         _with_all_chunks(arr)[...] = value
@@ -554,7 +518,7 @@ class SessionStore:
         self._check_writable()
         g = self.root.require_group(group)
         events = list(g.attrs.get("events", []))
-        events.append(_to_json({"utc": _utc_now(), **dict(event)}))
+        events.append(_to_json({"utc": utc_now(), **dict(event)}))
         g.attrs["events"] = events
 
     def events(self, group: str) -> list[dict[str, Any]]:

@@ -9,7 +9,7 @@ resumed at the first incomplete unit after a crash.
 
 The plan is pure data (JSON-serialisable) and is derived deterministically from the config:
 probe positions are drawn from a generator seeded by the SWEI ``seed`` and the block id, so the
-same config always gives the same plan (and :func:`lab.store.plan_hash`). It is stored in the
+same config always gives the same plan (and :func:`lab.provenance.plan_hash`). It is stored in the
 session store before the first motion, and :func:`check_plan` checks every target of every unit
 against the safety limits without touching hardware (``--dry-run``).
 
@@ -31,8 +31,6 @@ from typing import Any, Literal
 
 import numpy as np
 
-from drivers.sim.contact import flat_punch_force_n
-from drivers.sim.phantom import youngs_modulus_kpa
 from lab.config import (
     BlockConfig,
     CompressionConfig,
@@ -42,6 +40,7 @@ from lab.config import (
     SessionConfig,
     SweiConfig,
 )
+from lab.gelatin import flat_punch_force_n, youngs_modulus_kpa
 
 UnitKind = Literal["indentation", "swei", "compression"]
 

@@ -545,14 +545,14 @@ def load_flow_cnn(path: str | Path) -> tuple[FlowCNN, dict[str, Any]]:
     for f in (weights, card_path):
         if not f.is_file():
             raise FileNotFoundError(f"{f} not found; train a model with "
-                                    "analysis.strain.train.train_default_flow_cnn and save it")
+                                    "analysis.strain.synthetic.train_default_flow_cnn and save it")
     card = json.loads(card_path.read_text())
     if card.get("model") != "FlowCNN":
         raise ValueError(f"{card_path} describes a {card.get('model')!r}, not a FlowCNN")
     if card.get("version", 1) != CARD_VERSION:
         raise ValueError(f"{card_path} holds a version-{card.get('version', 1)} FlowCNN; this "
                          f"code reads version {CARD_VERSION} (ZNCC pyramid) only: retrain with "
-                         "analysis.strain.train.train_default_flow_cnn")
+                         "analysis.strain.synthetic.train_default_flow_cnn")
     digest = hashlib.sha256(weights.read_bytes()).hexdigest()
     if digest != card.get("sha256"):
         raise ValueError(f"{weights} does not match the SHA-256 in its card (file changed or "

@@ -1,8 +1,8 @@
 """Strain elastography pipeline: coarse displacement (DP or CNN) + GLUE + LSQ (+ Kalman) strain.
 
 ``coarse="dp"`` is GLUE as published (Hashemi & Rivaz 2017); ``coarse="cnn"`` is GLUENet (Kibria
-& Rivaz 2018). :func:`run_strain` applies the pipeline to the ``compression`` table of a session
-store (consecutive steps of one phantom = pre/post pairs) and writes the results back.
+& Rivaz 2018). :func:`analysis.strain.runners.run_strain` applies the pipeline to the
+``compression`` table of a session store.
 
 Quasi-static strain is relative (see :mod:`analysis.strain.lsq`): images are compared by
 structure (NCC, MSSIM after normalisation by the applied strain) and by SNR/CNR, not by value.
@@ -10,17 +10,15 @@ structure (NCC, MSSIM after normalisation by the applied strain) and by SNR/CNR,
 
 from __future__ import annotations
 
-import itertools
 import math
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from analysis.metrics import cnr, mssim, snr
 from analysis.strain._checks import check_frames
 from analysis.strain.bandpass import bandpass_rf
 from analysis.strain.dp import dp_displacement
@@ -32,7 +30,6 @@ __all__ = [
     "StrainResult",
     "dp_lateral_search",
     "estimate_strain",
-    "run_strain",
 ]
 
 CoarseMethod = Literal["dp", "cnn"]
@@ -198,6 +195,7 @@ def estimate_strain(
         if model is None:
             raise ValueError("coarse='cnn' needs a trained model (analysis.strain.flownet."
                              "load_flow_cnn or analysis.strain.train.train_flow_cnn)")
+        # lazy: the DP path runs without torch (flownet imports it, ~1.1 s)
         from analysis.strain.flownet import predict_displacement
 
         ax0, lat0 = predict_displacement(model, pre, post)
@@ -291,8 +289,6 @@ def pair_metrics(
     with ``data_range`` = range of the normalised truth (at least 0.1). CNR windows come from the
     truth (:func:`_inclusion_windows`).
     """
-    from analysis.metrics import cnr, mssim, snr
-
     s = np.asarray(strain, dtype=np.float64)
     out: dict[str, float] = {}
     region = s[valid]
@@ -312,169 +308,3 @@ def pair_metrics(
         if wins is not None:
             out["cnr"] = cnr(s, background=wins[1], target=wins[0])
     return out
-
-
-def _pairs_by_phantom(records: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any],
-                                                                 dict[str, Any]]]:
-    """(phantom_id, pre record, post record) for consecutive steps of each phantom."""
-    by_phantom: dict[str, list[tuple[int, dict[str, Any]]]] = {}
-    for rec in records:
-        key = rec["key"]
-        phantom_id, _, step = key.rpartition("/step")
-        if not phantom_id or not step.isdigit():
-            raise ValueError(f"compression record key {key!r} is not '<phantom_id>/stepNN'")
-        by_phantom.setdefault(phantom_id, []).append((int(step), rec))
-    pairs = []
-    for phantom_id, steps in by_phantom.items():
-        steps.sort(key=lambda s: s[0])
-        for (_, a), (_, b) in itertools.pairwise(steps):
-            pairs.append((phantom_id, a, b))
-    return pairs
-
-
-def run_strain(
-    store_path: str | Path,
-    *,
-    coarse: CoarseMethod,
-    model_path: str | Path | None = None,
-    out_png_dir: str | Path | None = None,
-    progress: Callable[[int, int], None] | None = None,
-    **estimate_kwargs: Any,
-) -> dict[str, Any]:
-    """Strain images for every pre/post pair of a store's ``compression`` table.
-
-    Pairs are consecutive steps of one phantom (record keys ``"{phantom_id}/step{k:02d}"``); the
-    first frame of each step's record is used. The table's ``sampling_frequency`` and
-    ``center_frequency`` attributes (Hz), when present, switch on the RF band-pass of
-    :func:`estimate_strain` (override with ``bandpass=False``). Writes
-    ``strain/<coarse>/axial_displacement``,
-    ``strain/<coarse>/lateral_displacement`` and ``strain/<coarse>/axial_strain`` as
-    ``(pair, depth, line)`` float32 (NaN outside the valid region) with attributes ``pairs``
-    (``[pre_key, post_key]`` per pair), per-pair ``metrics`` and the ``failure_rate`` of each
-    phantom's set (NCC with the best image below 0.6, :func:`analysis.metrics.failure_rate`). If
-    the store has ``truth/compression``, MSSIM and CNR are computed against the true strain
-    difference of the two steps. PNGs go to ``out_png_dir`` when given.
-
-    Parameters
-    ----------
-    store_path : path
-        Session store (opened for append).
-    coarse : {"dp", "cnn"}
-    model_path : path, optional
-        Flow CNN weights (``.safetensors`` with its ``.json`` card); required for ``"cnn"``.
-    out_png_dir : path, optional
-        Directory for one PNG per pair.
-    progress : callable(done, total), optional
-        Called after each pair.
-    **estimate_kwargs
-        Passed to :func:`estimate_strain`.
-
-    Returns
-    -------
-    dict
-        ``{"pairs", "metrics", "failure_rate", "arrays"}`` summary of what was written.
-    """
-    from analysis.metrics import failure_rate
-    from lab.store import SessionStore
-
-    if coarse not in ("dp", "cnn"):
-        raise ValueError(f"coarse must be 'dp' or 'cnn', got {coarse!r}")
-    model = None
-    if coarse == "cnn":
-        if model_path is None:
-            raise ValueError("coarse='cnn' needs model_path (a trained FlowCNN .safetensors)")
-        from analysis.strain.flownet import load_flow_cnn
-
-        model, _ = load_flow_cnn(model_path)
-    store = SessionStore.open(store_path, mode="a")
-    table = store.table("compression")
-    truth = store.table("truth/compression") if store.has_table("truth/compression") else None
-    pairs = _pairs_by_phantom(table.records)
-    table_attrs = dict(table.group.attrs)
-    for key in ("sampling_frequency", "center_frequency"):
-        if key not in estimate_kwargs and table_attrs.get(key) is not None:
-            estimate_kwargs[key] = float(table_attrs[key])
-    if not pairs:
-        raise ValueError(f"{store_path}: the compression table has no pair of consecutive steps")
-
-    ax_list, lat_list, strain_list, metrics, keys = [], [], [], [], []
-    for done, (phantom_id, rec_a, rec_b) in enumerate(pairs, start=1):
-        rf_a = table.read("rf", rec_a["key"])[0]
-        rf_b = table.read("rf", rec_b["key"])[0]
-        res = estimate_strain(rf_a, rf_b, coarse=coarse, model=model, **estimate_kwargs)
-        truth_strain = None
-        if truth is not None and rec_b["key"] in truth:
-            truth_strain = (truth.read("axial_strain", rec_b["key"])[0]
-                            - truth.read("axial_strain", rec_a["key"])[0])
-        m = pair_metrics(res.axial_strain, res.valid, truth_strain=truth_strain)
-        m["phantom_id"] = phantom_id
-        m.update({f"seconds_{k}": v for k, v in res.seconds.items()})
-        metrics.append(m)
-        keys.append([rec_a["key"], rec_b["key"]])
-        ax_list.append(res.axial_displacement)
-        lat_list.append(res.lateral_displacement)
-        strain_list.append(res.axial_strain)
-        if out_png_dir is not None:
-            _write_png(Path(out_png_dir), coarse, rec_a["key"], rec_b["key"], res)
-        if progress is not None:
-            progress(done, len(pairs))
-
-    rates: dict[str, float] = {}
-    for phantom_id in dict.fromkeys(m["phantom_id"] for m in metrics):
-        idx = [k for k, m in enumerate(metrics) if m["phantom_id"] == phantom_id]
-        if len(idx) >= 2:
-            valid = _common_valid([strain_list[k] for k in idx])
-            rates[phantom_id] = failure_rate([strain_list[k][valid] for k in idx])[0]
-    attrs = {"pairs": keys, "metrics": metrics, "failure_rate": rates, "coarse": coarse,
-             "units": "displacement in RF samples / lines; strain dimensionless (relative, "
-                      "negative under compression)",
-             "model_path": str(model_path) if model_path is not None else None}
-    written = []
-    for name, data in (("axial_displacement", ax_list), ("lateral_displacement", lat_list),
-                       ("axial_strain", strain_list)):
-        path = f"strain/{coarse}/{name}"
-        store.write_array(path, np.stack(data).astype(np.float32),
-                          dims=("pair", "depth", "line"), attrs=attrs, overwrite=True,
-                          allow_nan=True)
-        written.append(path)
-    return {"pairs": keys, "metrics": metrics, "failure_rate": rates, "arrays": written}
-
-
-def _common_valid(images: list[NDArray[np.float32]]) -> tuple[slice, slice]:
-    """Bounding box of the pixels finite in every image; it must be finite throughout."""
-    finite = np.logical_and.reduce([np.isfinite(im) for im in images])
-    r = np.flatnonzero(finite.any(axis=1))
-    c = np.flatnonzero(finite.any(axis=0))
-    if r.size == 0 or c.size == 0:
-        raise ValueError("strain images share no finite region")
-    box = slice(int(r[0]), int(r[-1]) + 1), slice(int(c[0]), int(c[-1]) + 1)
-    if not finite[box].all():
-        raise ValueError("the finite part of the strain images is not rectangular")
-    return box
-
-
-def _write_png(out_dir: Path, coarse: str, key_a: str, key_b: str, res: StrainResult) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    name = f"{coarse}_{key_a.replace('/', '_')}__{key_b.rpartition('/')[2]}.png"
-    fig, axes = plt.subplots(1, 2, figsize=(8, 4), constrained_layout=True)
-    im0 = axes[0].imshow(res.axial_displacement, aspect="auto", cmap="viridis")
-    axes[0].set_title("axial displacement (samples)")
-    fig.colorbar(im0, ax=axes[0])
-    strain = -res.axial_strain  # show compression as positive
-    finite = strain[np.isfinite(strain)]
-    lo, hi = (np.percentile(finite, [2, 98]) if finite.size else (0.0, 1.0))
-    im1 = axes[1].imshow(strain, aspect="auto", cmap="gray", vmin=lo, vmax=hi)
-    axes[1].set_title(f"compressive strain ({coarse} + GLUE)")
-    fig.colorbar(im1, ax=axes[1])
-    for ax in axes:
-        ax.set_xlabel("line")
-        ax.set_ylabel("depth sample")
-    path = out_dir / name
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return path

@@ -1,5 +1,9 @@
 """Failure-rate study: DP+GLUE (GLUE) vs CNN+GLUE (GLUENet) on simulated noisy pairs.
 
+This module scores pairs it is given (:func:`evaluate_study`); the simulated pairs and the
+entry point :func:`analysis.strain.synthetic.failure_rate_study` are in
+:mod:`analysis.strain.synthetic`.
+
 Set-up after [GLUENet] section 3.1: a block with a soft inclusion, pairs over 0.5-7 % applied
 strain with uniform noise at PSNR 12.7 dB. For each pair both pipelines give an axial strain
 image; we report per pair MSSIM against the true strain (both normalised by the applied strain,
@@ -24,17 +28,17 @@ to GLUE. Our simulation has no out-of-plane motion either.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from analysis.metrics import cnr, failure_rate, mssim, snr
+from analysis.strain.pairs import RfPair
 from analysis.strain.pipeline import estimate_strain
-from drivers.sim.phantom import BlockPhantom, Inclusion
-from drivers.ultrasound.sim_compression import simulate_compression_pair
 
-__all__ = ["StudyResult", "failure_rate_study", "study_phantom"]
+__all__ = ["StudyCase", "StudyResult", "evaluate_study"]
 
 
 @dataclass
@@ -58,12 +62,13 @@ class StudyResult:
     settings: dict[str, Any] = field(default_factory=dict)
 
 
-def study_phantom(*, depth_mm: float, speckle_seed: int = 7) -> BlockPhantom:
-    """10 % gelatin block with a soft (5 %) inclusion of radius depth/6 at mid-depth."""
-    return BlockPhantom(
-        "study", 10.0, size_mm=(60.0, 60.0, 60.0), speckle_seed=speckle_seed,
-        inclusions=(Inclusion(0.0, depth_mm / 2, depth_mm / 6, 5.0),),
-    )
+@dataclass(frozen=True)
+class StudyCase:
+    """One pair of the study: its applied strain (fraction), noise repeat and the pair itself."""
+
+    applied_strain: float
+    repeat: int
+    pair: RfPair
 
 
 def _windows(
@@ -86,42 +91,32 @@ def _windows(
     return target, background
 
 
-def failure_rate_study(
+def evaluate_study(
+    cases: Iterable[StudyCase],
     *,
     model: Any,
-    strains: Sequence[float] = (0.005, 0.01, 0.02, 0.03, 0.04, 0.05, 0.06, 0.07),
-    repeats: int = 2,
-    psnr_db: float = 12.7,
-    depth_mm: float = 38.5,
-    width_mm: float | None = None,
-    n_lines: int = 250,
-    line_pitch_mm: float = 0.152,
-    seed: int = 0,
+    depth_mm: float,
+    width_mm: float,
+    inclusion_radius_mm: float,
     methods: Sequence[str] = ("dp", "cnn"),
+    settings: dict[str, Any] | None = None,
     progress: Callable[[str], None] | None = None,
     **estimate_kwargs: Any,
 ) -> StudyResult:
-    """Run the GLUE vs GLUENet comparison on simulated pairs.
+    """Score both pipelines on every case (see the module notes for the metrics).
 
     Parameters
     ----------
+    cases : iterable of StudyCase
+        Pairs of one frame geometry (consumed lazily, one at a time), at least two.
     model : FlowCNN or None
         Trained network for the ``"cnn"`` method (may be None if ``methods`` has only "dp").
-    strains : sequence of float, optional
-        Applied strains (fractions), default 0.5-7 %.
-    repeats : int, optional
-        Noise realisations (and probe offsets) per strain.
-    psnr_db : float, optional
-        Noise level ([GLUENet]: 12.7 dB).
-    depth_mm, width_mm, n_lines : optional
-        Frame geometry (default 2000 x 250 samples at 40 MHz, 38 mm wide). Small frames work too
-        (e.g. 600 x 96: ``depth_mm=11.55, n_lines=96``); the inclusion scales with the depth.
-    line_pitch_mm : float, optional
-        Line spacing used when ``width_mm`` is None (width = ``n_lines * line_pitch_mm``); the
-        default 0.152 mm is also the pitch the default flow CNN is trained at.
-    seed : int, optional
-        Seeds noise and offsets.
+    depth_mm, width_mm : float
+        Frame depth and width (mm); with ``inclusion_radius_mm`` they place the CNR windows
+        (the inclusion is centred at mid-depth on the frame's centre line).
     methods : sequence of {"dp", "cnn"}, optional
+    settings : dict, optional
+        Stored as :attr:`StudyResult.settings`.
     progress : callable(str), optional
         Called with a line of text per pair.
     **estimate_kwargs
@@ -131,69 +126,48 @@ def failure_rate_study(
     -------
     StudyResult
     """
-    from analysis.metrics import cnr, failure_rate, mssim, snr
-
-    if repeats < 1 or not strains:
-        raise ValueError("need at least one strain and one repeat")
     for m in methods:
         if m not in ("dp", "cnn"):
             raise ValueError(f"unknown method {m!r}; use 'dp' and/or 'cnn'")
     if "cnn" in methods and model is None:
         raise ValueError("the 'cnn' method needs a trained model")
-    if width_mm is None:
-        width_mm = n_lines * line_pitch_mm
-    if len(strains) * repeats < 2:
-        raise ValueError("a failure rate needs at least two images per method "
-                         f"(got {len(strains)} strains x {repeats} repeats)")
-    rng = np.random.default_rng(seed)
-    phantom = study_phantom(depth_mm=depth_mm)
-    radius = phantom.inclusions[0].radius_mm
-    result = StudyResult(settings={
-        "strains": list(strains), "repeats": repeats, "psnr_db": psnr_db, "depth_mm": depth_mm,
-        "width_mm": width_mm, "n_lines": n_lines, "seed": seed, "phantom": "10 % block, 5 % "
-        f"inclusion r={radius:.2f} mm at {depth_mm / 2:.2f} mm", **estimate_kwargs,
-    })
+    result = StudyResult(settings=dict(settings or {}))
     images: dict[str, list[np.ndarray]] = {m: [] for m in methods}
     valids: list[tuple[slice, slice]] = []
-    for strain in strains:
-        for rep in range(repeats):
-            max_off = phantom.size_mm[0] / 2 - width_mm / 2 - 1.0
-            pair = simulate_compression_pair(
-                phantom, applied_strain=float(strain), depth_mm=depth_mm, width_mm=width_mm,
-                n_lines=n_lines, psnr_db=psnr_db, rng=rng,
-                lateral_offset_mm=float(rng.uniform(-1.0, 1.0)) * min(1.0, max_off),
-            )
-            target, background = _windows(depth_mm, width_mm, pair.rf_pre.shape, radius)
-            kwargs = {"sampling_frequency": pair.sampling_frequency,
-                      "center_frequency": pair.center_frequency, **estimate_kwargs}
-            for method in methods:
-                res = estimate_strain(pair.rf_pre, pair.rf_post, coarse=method,  # type: ignore[arg-type]
-                                      model=model, **kwargs)
-                valid = res.valid
-                err_a = np.abs(res.coarse_axial - pair.axial_displacement_samples)[valid]
-                err_l = np.abs(res.coarse_lateral - pair.lateral_displacement_samples)[valid]
-                glue_err = np.abs(res.axial_displacement - pair.axial_displacement_samples)[valid]
-                valids.append(valid)
-                s = res.axial_strain / np.float32(strain)
-                t = pair.axial_strain / np.float32(strain)
-                sv = np.nan_to_num(s[valid], nan=0.0)
-                tv = t[valid]
-                row = {
-                    "method": method, "applied_strain": float(strain), "repeat": rep,
-                    "mssim": mssim(sv, tv, data_range=max(float(tv.max() - tv.min()), 0.1)),
-                    "snr": abs(snr(np.nan_to_num(s, nan=0.0), window=background)),
-                    "cnr": cnr(np.nan_to_num(s, nan=0.0), background=background, target=target),
-                    "seconds": float(sum(res.seconds.values())),
-                    "coarse_outliers": float(np.mean((err_a > 3.0) | (err_l > 1.5))),
-                    "coarse_median_error_samples": float(np.median(err_a)),
-                    "glue_median_error_samples": float(np.nanmedian(glue_err)),
-                }
-                result.rows.append(row)
-                images[method].append(s)
-                if progress is not None:
-                    progress(f"{method} strain {strain:.3f} rep {rep}: mssim {row['mssim']:.3f} "
-                             f"snr {row['snr']:.2f} cnr {row['cnr']:.2f} coarse outliers "
-                             f"{100 * row['coarse_outliers']:.1f} % ({row['seconds']:.1f} s)")
+    for case in cases:
+        strain, rep, pair = case.applied_strain, case.repeat, case.pair
+        target, background = _windows(depth_mm, width_mm, pair.rf_pre.shape, inclusion_radius_mm)
+        kwargs = {"sampling_frequency": pair.sampling_frequency,
+                  "center_frequency": pair.center_frequency, **estimate_kwargs}
+        for method in methods:
+            res = estimate_strain(pair.rf_pre, pair.rf_post, coarse=method,  # type: ignore[arg-type]
+                                  model=model, **kwargs)
+            valid = res.valid
+            err_a = np.abs(res.coarse_axial - pair.axial_displacement_samples)[valid]
+            err_l = np.abs(res.coarse_lateral - pair.lateral_displacement_samples)[valid]
+            glue_err = np.abs(res.axial_displacement - pair.axial_displacement_samples)[valid]
+            valids.append(valid)
+            s = res.axial_strain / np.float32(strain)
+            t = pair.axial_strain / np.float32(strain)
+            sv = np.nan_to_num(s[valid], nan=0.0)
+            tv = t[valid]
+            row = {
+                "method": method, "applied_strain": float(strain), "repeat": rep,
+                "mssim": mssim(sv, tv, data_range=max(float(tv.max() - tv.min()), 0.1)),
+                "snr": abs(snr(np.nan_to_num(s, nan=0.0), window=background)),
+                "cnr": cnr(np.nan_to_num(s, nan=0.0), background=background, target=target),
+                "seconds": float(sum(res.seconds.values())),
+                "coarse_outliers": float(np.mean((err_a > 3.0) | (err_l > 1.5))),
+                "coarse_median_error_samples": float(np.median(err_a)),
+                "glue_median_error_samples": float(np.nanmedian(glue_err)),
+            }
+            result.rows.append(row)
+            images[method].append(s)
+            if progress is not None:
+                progress(f"{method} strain {strain:.3f} rep {rep}: mssim {row['mssim']:.3f} "
+                         f"snr {row['snr']:.2f} cnr {row['cnr']:.2f} coarse outliers "
+                         f"{100 * row['coarse_outliers']:.1f} % ({row['seconds']:.1f} s)")
+
     common = (slice(max(v[0].start for v in valids), min(v[0].stop for v in valids)),
               slice(max(v[1].start for v in valids), min(v[1].stop for v in valids)))
     for method in methods:

@@ -16,7 +16,6 @@ the Zarr store). Memory is ``n_seq * frames * (roi_h + w - 1) * (roi_w + w - 1) 
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -114,75 +113,6 @@ class SweiTrainingSet:
         if self.uses_map[seq]:
             return np.asarray(self.modulus_maps_kpa[seq], dtype=np.float32)
         return np.full(self.image_shape, self.youngs_modulus_kpa[seq], dtype=np.float32)
-
-
-def load_swei_training_set(store_path: str | os.PathLike[str]) -> SweiTrainingSet:
-    """Read displacement, indices and targets of every SWEI sequence of a session store.
-
-    Targets: the ``labels`` group (indentation result per gelatin concentration) when present,
-    else the phantom table's ``youngs_modulus_kpa``. Phantoms with inclusions need per-pixel
-    targets, taken from ``truth/swei/youngs_modulus_kpa`` (simulated sessions).
-
-    Raises
-    ------
-    lab.store.StoreError
-        Missing tables, or displacement keys that do not match the ``swei`` table.
-    ValueError
-        An inclusion phantom without a truth map, or a concentration without a label.
-    """
-    from lab.store import SessionStore, StoreError
-
-    store = SessionStore.open(store_path, "r")
-    swei = store.table("swei")
-    disp = store.table("displacement")
-    if disp.keys() != swei.keys():
-        raise StoreError(f"{store_path}: the displacement table's records do not match the swei "
-                         f"table's ({len(disp)} vs {len(swei)} records, or another order); "
-                         "recompute the displacement")
-    if any(r["stop"] - r["start"] != 1 for r in disp.records):
-        raise StoreError(f"{store_path}: displacement records must be one row (sequence) each")
-    if "phantoms" not in store.root:
-        raise StoreError(f"{store_path}: no 'phantoms' group")
-    phantoms = list(store.root["phantoms"].attrs["phantoms"])
-    labels: dict[float, float] = {}
-    if "labels" in store.root:
-        labels = {round(float(lab["gelatin_percent"]), 3): float(lab["youngs_modulus_kpa"])
-                  for lab in store.root["labels"].attrs.get("labels", [])}
-    n = disp.committed_rows
-    phantom_index = swei.read("phantom_index")
-    modulus = np.empty(n, dtype=np.float32)
-    gelatin = np.empty(n, dtype=np.float64)
-    uses_map = np.zeros(n, dtype=bool)
-    for s, p in enumerate(phantom_index):
-        phantom = phantoms[int(p)]
-        gelatin[s] = float(phantom["gelatin_percent"])
-        if labels:
-            key = round(gelatin[s], 3)
-            if key not in labels:
-                raise ValueError(f"{store_path}: no label for {gelatin[s]} % gelatin (phantom "
-                                 f"{phantom['phantom_id']}); labels cover {sorted(labels)} %")
-            modulus[s] = labels[key]
-        else:
-            modulus[s] = float(phantom["youngs_modulus_kpa"])
-        uses_map[s] = bool(phantom.get("inclusions"))
-    maps = None
-    if uses_map.any():
-        if not store.has_table("truth/swei"):
-            raise ValueError(f"{store_path}: inclusion phantoms need per-pixel targets but the "
-                             "store has no truth/swei table")
-        maps = store.table("truth/swei").array("youngs_modulus_kpa")
-    return SweiTrainingSet(
-        displacement=disp.array("displacement_m"),
-        youngs_modulus_kpa=modulus,
-        push_index=swei.read("push_index"),
-        position_index=swei.read("position_index"),
-        phantom_index=phantom_index,
-        gelatin_percent=gelatin,
-        uses_map=uses_map,
-        modulus_maps_kpa=maps,
-        keys=swei.keys(),
-        source=str(store_path),
-    )
 
 
 # -- splits ------------------------------------------------------------------------------------

@@ -20,6 +20,9 @@ from collections.abc import Sequence
 
 import torch
 
+from analysis.swei_cnn.data import DEFAULT_ROI_PX
+from analysis.swei_cnn.runners import run_train
+
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m analysis.swei_cnn.ddp",
@@ -42,8 +45,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--result-json", default=None, help="rank 0 writes the result here")
     args = parser.parse_args(argv)
 
-    from analysis.swei_cnn.data import DEFAULT_ROI_PX
-    from analysis.swei_cnn.evaluate import run_train
 
     if "LOCAL_RANK" not in os.environ:
         parser.error("run this module with torchrun (LOCAL_RANK is not set)")

@@ -1,4 +1,4 @@
-"""Evaluating elasticity maps, and the store-level runners behind ``elastolab train/predict``.
+"""Evaluating elasticity maps against their truth and against a time-of-flight map.
 
 Metrics ([SWEI] Sec. III): MAE overall, by gelatin concentration and by push location; Pearson
 correlation; for inclusion phantoms MAE inside the inclusions and in the background and the Dice
@@ -8,30 +8,20 @@ sequences, over the pixels where both methods gave an estimate, so the compariso
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable, Sequence
-from dataclasses import asdict
-from typing import Any, Literal
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 from analysis.metrics import dice, mean_absolute_error, pearson_correlation
 from analysis.swei_cnn.data import (
-    DEFAULT_ROI_PX,
     SweiTrainingSet,
-    concentration_split,
-    load_swei_training_set,
-    position_fold_split,
 )
 from analysis.swei_cnn.dense import predict_map
-from analysis.swei_cnn.io import ModelCard, load_model, save_model
-from analysis.swei_cnn.model import SpatioTemporalDenseNet, swei_cnn
-from analysis.swei_cnn.train import EpochMetrics, ProfileName, train
+from analysis.swei_cnn.model import SpatioTemporalDenseNet
 from analysis.tof import nanmean_maps, smooth_map
-from drivers.sim.phantom import DICE_THRESHOLD_KPA
-
-MAP_PATH = "maps/cnn_kpa"
+from lab.gelatin import DICE_THRESHOLD_KPA
 
 
 def _mae(estimate: NDArray, truth: NDArray, mask: NDArray[np.bool_]) -> dict[str, float] | None:
@@ -264,113 +254,6 @@ def push_mean_comparison(
                      "tof_fill_min_weight": PAPER_TOF_FILL_MIN_WEIGHT,
                      "dice_threshold_kpa": threshold_kpa, "pixels": "both methods estimate"},
     }
-
-
-SplitKind = Literal["positions", "concentration"]
-
-
-def _make_split(data: SweiTrainingSet, kind: SplitKind, *, fold: int,
-                held_out_percent: float | None, seed: int):
-    if kind == "positions":
-        return position_fold_split(data, fold=fold, seed=seed)
-    if kind == "concentration":
-        if held_out_percent is None:
-            raise ValueError("split 'concentration' needs held_out_percent (7.5, 10, 12.5, 15)")
-        return concentration_split(data, held_out_percent=held_out_percent, seed=seed)
-    raise ValueError(f"unknown split {kind!r}; choose 'positions' or 'concentration'")
-
-
-def run_train(
-    store_path: str | os.PathLike[str],
-    *,
-    window_px: int,
-    profile: ProfileName = "quick",
-    out_model_path: str | os.PathLike[str],
-    split: SplitKind = "positions",
-    fold: int = 0,
-    held_out_percent: float | None = None,
-    seed: int = 0,
-    device: str = "cpu",
-    roi_px: tuple[int, int] = DEFAULT_ROI_PX,
-    checkpoint_path: str | os.PathLike[str] | None = None,
-    resume: bool = False,
-    max_steps: int | None = None,
-    model_overrides: dict[str, Any] | None = None,
-    on_epoch: Callable[[EpochMetrics], None] | None = None,
-    on_progress: Callable[[int, int], None] | None = None,
-) -> dict[str, Any]:
-    """Train a model on a store's displacement and save it (safetensors + card).
-
-    The network is initialised from ``seed`` (``torch.manual_seed``); under ``torch.distributed``
-    only rank 0 writes the model. Returns ``{"card": ..., "metrics": ..., "test_metrics": ...,
-    "first_step_loss": ...}`` where ``test_metrics`` are window-centre MAE figures on the split's
-    test sequences (full maps: :func:`run_predict`).
-    """
-    import torch
-
-    data = load_swei_training_set(store_path)
-    the_split = _make_split(data, split, fold=fold, held_out_percent=held_out_percent, seed=seed)
-    torch.manual_seed(seed)
-    model = swei_cnn(window_px, **(model_overrides or {}))  # type: ignore[arg-type]
-    result = train(model, data, the_split, profile=profile, device=device, seed=seed,
-                   roi_px=roi_px, checkpoint_path=checkpoint_path, resume=resume,
-                   max_steps=max_steps, on_epoch=on_epoch, on_progress=on_progress)
-    card = ModelCard(window_px=window_px, model_config=dict(model.config),
-                     training_data_hash=result.data_hash, training_data_source=str(store_path),
-                     split={**the_split.description,
-                            "train": len(the_split.train), "validation": len(the_split.validation),
-                            "test": len(the_split.test)},
-                     profile=asdict(result.profile), metrics=result.metrics_dict())
-    rank = torch.distributed.get_rank() if (torch.distributed.is_available()
-                                            and torch.distributed.is_initialized()) else 0
-    if rank == 0:
-        card = save_model(model.cpu(), out_model_path, card=card)
-    return {"card": asdict(card), "metrics": result.metrics_dict(),
-            "first_step_loss": result.first_step_loss}
-
-
-def run_predict(
-    store_path: str | os.PathLike[str],
-    *,
-    model_path: str | os.PathLike[str],
-    stride: int = 1,
-    indices: Sequence[int] | None = None,
-    device: str = "cpu",
-    max_memory_mb: float = 1024.0,
-    tof_path: str | None = "maps/tof_kpa",
-    overwrite: bool = True,
-    on_progress: Callable[[int, int], None] | None = None,
-) -> dict[str, Any]:
-    """Full modulus maps of a store's sequences -> ``maps/cnn_kpa`` (seq, depth, lateral).
-
-    Every sequence gets a map (NaN outside the valid region, i.e. within half a window of the
-    border, and off the ``stride`` grid; sequences not in ``indices`` stay all-NaN). Returns the
-    metrics of :func:`map_metrics` on the predicted sequences, and the ToF comparison when the
-    store holds ``tof_path`` with the same shape.
-    """
-    from lab.store import SessionStore
-
-    model, card = load_model(model_path, device=device)
-    data = load_swei_training_set(store_path)
-    idx = np.arange(len(data)) if indices is None else np.asarray(indices, dtype=np.intp)
-    maps = np.full((len(data), *data.image_shape), np.nan, dtype=np.float32)
-    for i, s in enumerate(idx):
-        maps[s] = predict_map(model, data.displacement[int(s)], stride=stride,
-                              max_memory_mb=max_memory_mb, device=device)
-        if on_progress is not None:
-            on_progress(i + 1, len(idx))
-    store = SessionStore.open(store_path, "a")
-    store.write_array(MAP_PATH, maps, dims=("seq", "depth", "lateral"),
-                      chunks=(1, *data.image_shape), overwrite=overwrite, allow_nan=True,
-                      attrs={"units": "kPa", "method": "swei-cnn", "window_px": card.window_px,
-                             "stride": stride, "model_sha256": card.weights_sha256,
-                             "keys": data.keys})
-    result: dict[str, Any] = {"path": MAP_PATH, "metrics": map_metrics(maps[idx], data, idx)}
-    if tof_path is not None and tof_path in store.root:
-        tof = store.read_array(tof_path)
-        if tof.shape == maps.shape:
-            result["tof_comparison"] = compare_with_tof(maps[idx], tof[idx], data, idx)
-    return result
 
 
 def predict_sequences(model: SpatioTemporalDenseNet, data: SweiTrainingSet,

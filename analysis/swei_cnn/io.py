@@ -21,6 +21,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from analysis.swei_cnn.model import SpatioTemporalDenseNet
+from lab.provenance import package_version
 
 CARD_FORMAT = "elastolab-swei-cnn/1"
 CHECKPOINT_FORMAT = "elastolab-swei-cnn-checkpoint/1"
@@ -70,7 +71,6 @@ def save_model(model: SpatioTemporalDenseNet, path: str | os.PathLike[str], *,
     ``card`` supplies provenance (data hash, split, metrics); window size, configuration,
     package version, creation time and the weights hash are filled in here.
     """
-    from lab.store import package_version
 
     path = Path(path)
     if path.suffix != ".safetensors":

@@ -10,13 +10,12 @@ diffraction, reflections, viscosity or speckle decorrelation.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 
 import numpy as np
 from numpy.typing import NDArray
 
-from drivers.sim.phantom import DENSITY_KG_M3, GELATIN_YOUNGS_MODULUS_KPA, shear_wave_speed_m_s
+from lab.gelatin import DENSITY_KG_M3, GELATIN_YOUNGS_MODULUS_KPA, shear_wave_speed_m_s
 
 
 def shear_wave_sequence(
@@ -103,36 +102,3 @@ def homogeneous_data_set(
                 out["push_index"].append(push)
     return {k: np.asarray(v, dtype=np.float32 if k == "displacement" else None)
             for k, v in out.items()}
-
-
-def write_synthetic_store(path: str | os.PathLike[str], **kwargs: object) -> None:
-    """A minimal session store for the CNN: ``phantoms``, ``swei`` (indices only) and
-    ``displacement`` tables as in the store contract, from :func:`homogeneous_data_set`."""
-    from lab.store import ArraySpec, SessionStore
-
-    arrays = homogeneous_data_set(**kwargs)  # type: ignore[arg-type]
-    disp = arrays["displacement"]
-    n, frames, depth, lateral = disp.shape
-    store = SessionStore.create(path, kind="synthetic-swei")
-    percents = sorted(set(arrays["gelatin_percent"].tolist()))
-    phantoms = [{"phantom_id": f"block{i}", "kind": "block", "gelatin_percent": pct,
-                 "youngs_modulus_kpa": GELATIN_YOUNGS_MODULUS_KPA[pct], "inclusions": []}
-                for i, pct in enumerate(percents)]
-    store.root.require_group("phantoms").attrs["phantoms"] = phantoms
-    swei = store.require_table("swei", row_dim="seq", arrays=[
-        ArraySpec("push_index", (), "int16", ("seq",)),
-        ArraySpec("phantom_index", (), "int32", ("seq",)),
-        ArraySpec("position_index", (), "int32", ("seq",)),
-    ], attrs={"PRF": 7000.0})
-    table = store.require_table("displacement", row_dim="seq", arrays=[
-        ArraySpec("displacement_m", (frames, depth, lateral), "float32",
-                  ("seq", "frame", "depth", "lateral")),
-        ArraySpec("quality", (frames, depth, lateral), "float32",
-                  ("seq", "frame", "depth", "lateral")),
-    ])
-    for s in range(n):
-        p, pos, k = (int(arrays[a][s]) for a in ("phantom_index", "position_index", "push_index"))
-        key = f"block{p}/pos{pos:03d}/push{k}"
-        swei.append(key, {"push_index": [k], "phantom_index": [p], "position_index": [pos]})
-        table.append(key, {"displacement_m": disp[s : s + 1],
-                           "quality": np.ones_like(disp[s : s + 1])})

@@ -23,7 +23,8 @@ from __future__ import annotations
 import socket
 import threading
 
-from drivers.sim.world import HEXAPOD_AXES, SimWorld
+from drivers.sim.plate import HEXAPOD_AXES
+from drivers.sim.world import SimWorld
 
 ERR_SYNTAX = 1
 ERR_UNKNOWN_COMMAND = 2

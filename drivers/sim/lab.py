@@ -26,12 +26,13 @@ from drivers.hexapod.connection import PipythonGcsConnection, SocketGcsConnectio
 from drivers.hexapod.gcs import GcsHexapod
 from drivers.robot.base import RobotLimits
 from drivers.robot.ur import UrRtdeRobot
+from drivers.sim.arm import DEFAULT_ROBOT_HOME_POSE
 from drivers.sim.faults import FaultConfig
 from drivers.sim.gcs import GcsController, GcsSimServer
 from drivers.sim.netft import NetFtSimServer
 from drivers.sim.phantom import BlockPhantom, CylinderPhantom
 from drivers.sim.rtde import SimRtdeControl, SimRtdeReceive
-from drivers.sim.world import DEFAULT_ROBOT_HOME_POSE, SimWorld
+from drivers.sim.world import SimWorld
 from lab.clock import SimClock
 
 #: Where ``build_sim_lab`` puts a block by default: top-surface centre 100 mm above the table.

@@ -1,8 +1,6 @@
-"""Gelatin phantoms of the simulated world: concentration -> Young's modulus, blocks, cylinders.
+"""Gelatin phantoms of the simulated world: blocks with inclusions, cylinders, the phantom table.
 
-Numbers from PHYSICS.md ([SWEI]): 250 Bloom gelatin, 5 % to 17.5 % by weight. The paper gives
-17.42 kPa (5 %), 37.55 kPa (7.5 %), 72.64 kPa (12.5 %), 97.21 kPa (15 %) and 126.05 kPa (17.5 %);
-10 % is not given, we interpolate (about 55 kPa).
+The gelatin calibration (concentration -> Young's modulus) is :mod:`lab.gelatin`.
 """
 
 from __future__ import annotations
@@ -13,39 +11,7 @@ from typing import Literal
 import numpy as np
 from numpy.typing import NDArray
 
-#: Young's modulus (kPa) by gelatin concentration (% by weight), from indentation in [SWEI].
-GELATIN_YOUNGS_MODULUS_KPA: dict[float, float] = {
-    5.0: 17.42,
-    7.5: 37.55,
-    10.0: 55.10,  # not reported; linear interpolation between 7.5 % and 12.5 %
-    12.5: 72.64,
-    15.0: 97.21,
-    17.5: 126.05,
-}
-
-DENSITY_KG_M3 = 1000.0
-POISSON_RATIO = 0.5  # gelatin is nearly incompressible
-#: Dice threshold of [SWEI]: mean of the 7.5 % background and the 15 % inclusion targets.
-DICE_THRESHOLD_KPA = 67.38
-
-
-def youngs_modulus_kpa(gelatin_percent: float) -> float:
-    """Young's modulus in kPa of gelatin at ``gelatin_percent`` % (5 to 17.5), interpolated."""
-    c = np.array(sorted(GELATIN_YOUNGS_MODULUS_KPA))
-    if not np.isfinite(gelatin_percent) or not c[0] <= gelatin_percent <= c[-1]:
-        raise ValueError(
-            f"gelatin concentration {gelatin_percent} % is outside the calibrated range "
-            f"{c[0]}-{c[-1]} %"
-        )
-    e = np.array([GELATIN_YOUNGS_MODULUS_KPA[k] for k in c])
-    return float(np.interp(gelatin_percent, c, e))
-
-
-def shear_wave_speed_m_s(youngs_modulus_kpa: float, density_kg_m3: float = DENSITY_KG_M3) -> float:
-    """Shear-wave speed c = sqrt(E / (3 rho)) in m/s of an incompressible solid."""
-    if youngs_modulus_kpa <= 0:
-        raise ValueError(f"Young's modulus must be > 0 kPa, got {youngs_modulus_kpa}")
-    return float(np.sqrt(youngs_modulus_kpa * 1e3 / (3.0 * density_kg_m3)))
+from lab.gelatin import youngs_modulus_kpa
 
 
 @dataclass(frozen=True)

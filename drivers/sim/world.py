@@ -16,11 +16,12 @@ enter the contact model). The hexapod plate moves down (negative Z, mm) to compr
 standing under it. Both sensors report compression as positive Fz.
 
 What is modelled: positions as exact functions of virtual time, contact forces (see
-:mod:`drivers.sim.contact`), sensor offsets, noise, quantisation and saturation, transient force
-spikes, protective stops and the controller's RTDE watchdog (set, kicked and fired in virtual
-time: when it fires the robot halts and the control script stops until it is re-uploaded). Not
-modelled: robot dynamics and joint limits, tilt of probe or plate,
-friction, lateral forces, block edges (the probe is in contact when its centre is over the block),
+:mod:`lab.gelatin` and :mod:`drivers.sim.contact`; arm motion in :mod:`drivers.sim.arm`, plate
+motion in :mod:`drivers.sim.plate`), sensor offsets, noise, quantisation and saturation,
+transient force spikes, protective stops and the controller's RTDE watchdog (set, kicked and
+fired in virtual time: when it fires the robot halts and the control script stops until it is
+re-uploaded). Not modelled: robot dynamics and joint limits, tilt of probe or plate, friction,
+lateral forces, block edges (the probe is in contact when its centre is over the block),
 viscoelastic creep, temperature drift.
 """
 
@@ -28,27 +29,23 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from drivers.force.spec import NANO17, NANO43, SensorSpec
-from drivers.sim.contact import TOE_STRAIN, cylinder_force_n, flat_punch_force_n
+from drivers.sim.arm import DEFAULT_ROBOT_HOME_POSE, LinearMotion, first_time_reaching
+from drivers.sim.contact import TOE_STRAIN, cylinder_force_n
 from drivers.sim.faults import FaultConfig
 from drivers.sim.phantom import BlockPhantom, CylinderPhantom
+from drivers.sim.plate import HEXAPOD_AXES, PlateMotion, cylinder_compression_mm, plate_move
 from lab.clock import SimClock
+from lab.gelatin import flat_punch_force_n
 
 SensorName = Literal["probe_sensor", "indenter_sensor"]
-HEXAPOD_AXES = ("X", "Y", "Z", "U", "V", "W")
 
-#: Home pose of the simulated UR3 TCP: 250 mm above the table, probe face down. It lies inside both
-#: the default session workspace (:class:`lab.config.SafetyConfig`) and the default driver limits
-#: (:class:`drivers.robot.base.RobotLimits`), so a session can start from it.
-DEFAULT_ROBOT_HOME_POSE = (0.20, -0.30, 0.25, np.pi, 0.0, 0.0)
-#: Length (m) that converts a rotation (rad) into path length for timing a linear move.
-ROTATION_PATH_RADIUS_M = 0.1
 #: Table stiffness (N/mm) felt by a probe pushed into the table beside the blocks.
 TABLE_STIFFNESS_N_PER_MM = 1e4
 
@@ -97,78 +94,6 @@ class ProbeContact:
     indentation_mm: float
     force_n: float
     in_contact: bool
-
-
-@dataclass
-class _LinearMotion:
-    """A straight-line tool motion with a trapezoidal speed profile, in virtual time."""
-
-    start: NDArray[np.float64]
-    target: NDArray[np.float64]
-    t_start_s: float
-    speed_m_s: float
-    acceleration_m_s2: float
-    t_stop_s: float | None = None  # set when halted early
-    length_m: float = field(init=False)
-    duration_s: float = field(init=False)
-
-    def __post_init__(self) -> None:
-        delta = self.target - self.start
-        self.length_m = float(
-            max(np.linalg.norm(delta[:3]), np.linalg.norm(delta[3:]) * ROTATION_PATH_RADIUS_M)
-        )
-        v, a, length = self.speed_m_s, self.acceleration_m_s2, self.length_m
-        if length == 0.0:
-            self.duration_s = 0.0
-        elif length >= v * v / a:
-            self.duration_s = length / v + v / a
-        else:
-            self.duration_s = 2.0 * np.sqrt(length / a)
-
-    @property
-    def t_end_s(self) -> float:
-        end = self.t_start_s + self.duration_s
-        return end if self.t_stop_s is None else min(end, self.t_stop_s)
-
-    def fraction(self, t_s: float) -> float:
-        """Fraction of the path covered at ``t_s`` (0 to 1)."""
-        if self.length_m == 0.0:
-            return 1.0
-        t = min(max(t_s, self.t_start_s), self.t_end_s) - self.t_start_s
-        v, a, length, total = self.speed_m_s, self.acceleration_m_s2, self.length_m, self.duration_s
-        t_ramp = min(v / a, total / 2.0)
-        v_peak = a * t_ramp
-        if t <= t_ramp:
-            s = 0.5 * a * t * t
-        elif t <= total - t_ramp:
-            s = 0.5 * a * t_ramp**2 + v_peak * (t - t_ramp)
-        else:
-            s = length - 0.5 * a * (total - t) ** 2
-        return float(min(max(s / length, 0.0), 1.0))
-
-    def pose(self, t_s: float) -> NDArray[np.float64]:
-        return self.start + (self.target - self.start) * self.fraction(t_s)
-
-
-@dataclass
-class _HexapodMotion:
-    start: dict[str, float]
-    target: dict[str, float]
-    t_start_s: float
-    duration_s: float
-    t_stop_s: float | None = None
-
-    def position(self, t_s: float) -> dict[str, float]:
-        end = self.t_start_s + self.duration_s
-        if self.t_stop_s is not None:
-            t_s = min(t_s, self.t_stop_s)
-        if self.duration_s <= 0 or t_s >= end:
-            return dict(self.target)
-        f = max(t_s - self.t_start_s, 0.0) / self.duration_s
-        return {k: self.start[k] + (self.target[k] - self.start[k]) * f for k in HEXAPOD_AXES}
-
-    def arrived(self, t_s: float) -> bool:
-        return self.t_stop_s is None and t_s >= self.t_start_s + self.duration_s
 
 
 class SimWorld:
@@ -227,7 +152,7 @@ class SimWorld:
         self._blocks: list[PlacedBlock] = []
         self._cylinder = cylinder
         home = np.asarray(robot_home_pose, dtype=np.float64).reshape(6)
-        self._robot_motion = _LinearMotion(home, home, clock.now(), 1.0, 1.0)
+        self._robot_motion = LinearMotion(home, home, clock.now(), 1.0, 1.0)
         self._protective_stop = False
         self._protective_stop_injected = False
         self._program_running = True
@@ -236,7 +161,7 @@ class SimWorld:
         self._payload: tuple[float, tuple[float, float, float]] = (0.0, (0.0, 0.0, 0.0))
         self._tcp_offset = np.zeros(6)
         zero = dict.fromkeys(HEXAPOD_AXES, 0.0)
-        self._hexapod_motion = _HexapodMotion(zero, dict(zero), clock.now(), 0.0)
+        self._hexapod_motion = PlateMotion(zero, dict(zero), clock.now(), 0.0)
         # Unloaded sensor offsets (tool weight, drift): why a bias is needed before measuring.
         self._sensor_offsets = {
             name: (rng.normal(0.0, 0.05, 3), rng.normal(0.0, 5e-4, 3)) for name in self.sensor_specs
@@ -310,7 +235,7 @@ class SimWorld:
                 raise RuntimeError("the control script is not running")
             now = self.clock.now()
             start = self._robot_motion.pose(now)
-            self._robot_motion = _LinearMotion(start, target, now, speed_m_s, acceleration_m_s2)
+            self._robot_motion = LinearMotion(start, target, now, speed_m_s, acceleration_m_s2)
 
     def robot_stop(self) -> None:
         """Stop the current move where it is."""
@@ -458,13 +383,11 @@ class SimWorld:
             raise ValueError(f"velocity must be > 0 mm/s, got {velocity_mm_s}")
         with self._lock:
             now = self.clock.now()
-            start = self._hexapod_motion.position(now)
-            goal = {**start, **{k.upper(): float(v) for k, v in target.items()}}
-            d_lin = np.sqrt(sum((goal[k] - start[k]) ** 2 for k in "XYZ"))
-            d_rot = np.sqrt(sum((goal[k] - start[k]) ** 2 for k in "UVW"))
-            duration = float(max(d_lin, d_rot) / velocity_mm_s)
-            self._hexapod_motion = _HexapodMotion(start, goal, now, duration)
-            return duration
+            self._hexapod_motion = plate_move(
+                self._hexapod_motion.position(now), target, t_start_s=now,
+                velocity_mm_s=velocity_mm_s,
+            )
+            return self._hexapod_motion.duration_s
 
     def hexapod_target(self) -> dict[str, float]:
         with self._lock:
@@ -475,7 +398,7 @@ class SimWorld:
         with self._lock:
             now = self.clock.now()
             here = self._hexapod_motion.position(now)
-            self._hexapod_motion = _HexapodMotion(here, dict(here), now, 0.0)
+            self._hexapod_motion = PlateMotion(here, dict(here), now, 0.0)
 
     def hexapod_on_target(self) -> bool:
         with self._lock:
@@ -486,8 +409,8 @@ class SimWorld:
         with self._lock:
             if self._cylinder is None:
                 return 0.0
-            z_mm = self.hexapod_position(t_s)["Z"]
-            return max(self.cylinder_contact_z_mm - z_mm, 0.0)
+            return cylinder_compression_mm(self.cylinder_contact_z_mm,
+                                           self.hexapod_position(t_s)["Z"])
 
     def cylinder_force_n(self, t_s: float | None = None) -> float:
         """Force of the cylinder on the plate in N (noise-free)."""
@@ -562,16 +485,12 @@ class SimWorld:
     def _force_stop_between(self, t_from_s: float, t_to_s: float) -> bool:
         """Protective stop where the contact force first reaches the robot's limit in the
         interval; True if it did."""
-        m = self._robot_motion
-        t_begin = max(t_from_s, m.t_start_s)
-        t_end = min(t_to_s, m.t_end_s)
-        if t_end <= t_begin:
+        t = first_time_reaching(
+            self._robot_motion, t_from_s, t_to_s,
+            lambda pose: self._contact_at(pose).force_n, self.protective_stop_force_n,
+        )
+        if t is None:
             return False
-        travelled_m = m.length_m * (m.fraction(t_end) - m.fraction(t_begin))
-        steps = int(np.clip(np.ceil(travelled_m / 5e-5), 1, 2000))
-        for t in np.linspace(t_begin, t_end, steps + 1)[1:]:
-            if self._contact_at(m.pose(float(t))).force_n >= self.protective_stop_force_n:
-                self._halt_robot(float(t))
-                self._protective_stop = True
-                return True
-        return False
+        self._halt_robot(t)
+        self._protective_stop = True
+        return True

@@ -47,8 +47,8 @@ import numpy as np
 import scipy.sparse
 from numpy.typing import NDArray
 
-from drivers.sim.phantom import DENSITY_KG_M3
 from drivers.ultrasound.sequences import SOUND_SPEED_M_S, ProbeModel, PushSequence
+from lab.gelatin import DENSITY_KG_M3, shear_wave_speed_m_s
 
 __all__ = [
     "REFERENCE_FORCE_N_M3",
@@ -222,7 +222,7 @@ def simulate_shear_wave(
     rho = float(density_kg_m3)
     modulus_pix = _modulus_on(youngs_modulus_kpa, xp[None, :], zp[:, None], "pixel grid")
     if grid_step_mm is None:
-        c_min = float(np.sqrt(modulus_pix.min() * 1e3 / (3.0 * rho)))
+        c_min = shear_wave_speed_m_s(float(modulus_pix.min()), rho)
         h = float(np.clip(c_min * 60e-6, 0.1e-3, 0.2e-3))
     else:
         h = grid_step_mm * 1e-3

@@ -42,6 +42,7 @@ from drivers.ultrasound.sequences import (
     RfFrameSequence,
     UltrasoundLimits,
 )
+from drivers.ultrasound.sim_compression import simulate_rf_frame
 from drivers.ultrasound.sim_imaging import (
     ImagingGeometry,
     Scatterers,
@@ -213,7 +214,6 @@ class SimUltrasound:
         contact = self._contact("acquire_rf_frame")
         phantom = contact.phantom
         assert phantom is not None
-        from drivers.ultrasound.sim_compression import simulate_rf_frame  # other engineer's module
 
         strain = max(contact.indentation_mm, 0.0) / phantom.size_mm[2]
         try:

@@ -10,10 +10,10 @@ from analysis.swei_cnn.data import (
     SweiTrainingSet,
     WindowCache,
     concentration_split,
-    load_swei_training_set,
     position_fold_split,
 )
-from analysis.swei_cnn.synthetic import homogeneous_data_set, write_synthetic_store
+from analysis.swei_cnn.runners import load_swei_training_set, write_synthetic_store
+from analysis.swei_cnn.synthetic import homogeneous_data_set
 
 PERCENTS = (5.0, 7.5, 10.0, 12.5, 15.0, 17.5)
 

@@ -10,8 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from analysis.swei_cnn.evaluate import run_train
-from analysis.swei_cnn.synthetic import write_synthetic_store
+from analysis.swei_cnn.runners import run_train, write_synthetic_store
 
 OVERRIDES = {"growth_rate": 4, "head_hidden": 8}
 

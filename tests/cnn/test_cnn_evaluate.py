@@ -5,16 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from analysis.swei_cnn.data import SweiTrainingSet, load_swei_training_set
-from analysis.swei_cnn.evaluate import (
+from analysis.swei_cnn.data import SweiTrainingSet
+from analysis.swei_cnn.evaluate import compare_with_tof, map_metrics, push_mean_comparison
+from analysis.swei_cnn.runners import (
     MAP_PATH,
-    compare_with_tof,
-    map_metrics,
-    push_mean_comparison,
+    load_swei_training_set,
     run_predict,
     run_train,
+    write_synthetic_store,
 )
-from analysis.swei_cnn.synthetic import write_synthetic_store
 
 
 def _maps_set() -> SweiTrainingSet:

@@ -17,12 +17,12 @@ from drivers.force.netft import NetFtSensor
 from drivers.force.spec import NANO43
 from drivers.robot.contact import STIFFEST_CONTACT_N_PER_M, ContactLogic
 from drivers.robot.ur import UrRtdeRobot
-from drivers.sim.contact import flat_punch_stiffness_n_per_mm
 from drivers.sim.netft import NetFtSimServer
-from drivers.sim.phantom import GELATIN_YOUNGS_MODULUS_KPA, BlockPhantom
+from drivers.sim.phantom import BlockPhantom
 from drivers.sim.rtde import SimRtdeControl, SimRtdeReceive
 from drivers.sim.world import SimWorld
 from lab.clock import SimClock
+from lab.gelatin import GELATIN_YOUNGS_MODULUS_KPA, flat_punch_stiffness_n_per_mm
 
 SURFACE = np.array([0.35, 0.0, 0.10, np.pi, 0.0, 0.0])
 MAX_FORCE_N = 1.0

@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from drivers.sim.contact import cylinder_force_n, flat_punch_force_n
+from drivers.sim.contact import cylinder_force_n
 from drivers.sim.lab import DEFAULT_BLOCK_ORIGIN_M, build_sim_lab
 from drivers.sim.phantom import BlockPhantom, CylinderPhantom
+from lab.gelatin import flat_punch_force_n
 
 
 def test_flat_punch_model_numbers():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from drivers.sim.phantom import youngs_modulus_kpa
+from lab.gelatin import youngs_modulus_kpa
 from lab.session import run_session
 from lab.store import SessionStore
 from lab.verify import verify_store

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from lab.config import parse_config
-from lab.store import plan_hash
+from lab.provenance import plan_hash
 from protocols.plan import Plan, bench_layout, build_plan, check_plan
 from protocols.testing import tiny_config_dict
 

@@ -7,7 +7,7 @@ from session_testkit import factory, write_toml
 from typer.testing import CliRunner
 
 from drivers.robot.base import RobotLimits
-from drivers.sim.world import DEFAULT_ROBOT_HOME_POSE
+from drivers.sim.arm import DEFAULT_ROBOT_HOME_POSE
 from lab.config import SafetyConfig, parse_config
 from lab.devices import build_devices
 from lab.session import run_session

@@ -15,9 +15,10 @@ from analysis.strain.flownet import (
     predict_displacement,
     save_flow_cnn,
 )
-from analysis.strain.pipeline import estimate_strain, run_strain
-from analysis.strain.study import failure_rate_study
-from analysis.strain.train import simulate_training_pairs, train_flow_cnn
+from analysis.strain.pipeline import estimate_strain
+from analysis.strain.runners import run_strain
+from analysis.strain.synthetic import failure_rate_study, simulate_training_pairs
+from analysis.strain.train import train_flow_cnn
 from drivers.sim.phantom import BlockPhantom, Inclusion
 from drivers.ultrasound.sim_compression import simulate_compression_pair, simulate_rf_frame
 from lab.store import ArraySpec, SessionStore

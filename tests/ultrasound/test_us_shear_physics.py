@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from drivers.sim.phantom import DENSITY_KG_M3, BlockPhantom, Inclusion
+from drivers.sim.phantom import BlockPhantom, Inclusion
 from drivers.ultrasound.sequences import ProbeModel, PushSequence
 from drivers.ultrasound.sim_shear import simulate_shear_wave
+from lab.gelatin import DENSITY_KG_M3
 
 PROBE = ProbeModel()
 PUSH = PushSequence(center_element=40)
