@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
+from numpy.typing import NDArray
 
 from analysis.swei_cnn.data import (
     DEFAULT_ROI_PX,
@@ -27,8 +28,9 @@ from analysis.swei_cnn.evaluate import compare_with_tof, map_metrics
 from analysis.swei_cnn.io import ModelCard, load_model, save_model
 from analysis.swei_cnn.model import swei_cnn
 from analysis.swei_cnn.synthetic import homogeneous_data_set
+from analysis.swei_cnn.targets import inclusion_target_map
 from analysis.swei_cnn.train import EpochMetrics, ProfileName, train
-from lab.gelatin import GELATIN_YOUNGS_MODULUS_KPA
+from lab.gelatin import GELATIN_YOUNGS_MODULUS_KPA, youngs_modulus_kpa
 from lab.store import ArraySpec, SessionStore, StoreError
 
 __all__ = [
@@ -42,12 +44,46 @@ __all__ = [
 MAP_PATH = "maps/cnn_kpa"
 
 
-def load_swei_training_set(store_path: str | os.PathLike[str]) -> SweiTrainingSet:
+TargetSource = Literal["auto", "truth", "geometry"]
+
+
+class _GeometryMaps:
+    """Per-pixel targets of the inclusion sequences only, indexed like a (seq, depth, lateral)
+    array (``maps[s]`` or ``maps[s, rows, cols]``); homogeneous rows are never stored."""
+
+    def __init__(self, n: int, image_shape: tuple[int, int],
+                 maps: dict[int, NDArray[np.float32]]) -> None:
+        self.shape = (n, *image_shape)
+        self._maps = maps
+
+    def __getitem__(self, key: Any) -> NDArray[np.float32]:
+        seq, rest = (key[0], key[1:]) if isinstance(key, tuple) else (key, ())
+        return self._maps[int(seq)][rest]
+
+
+def _geometry_maps(swei: Any, phantoms: list[dict[str, Any]], uses_map: NDArray[np.bool_],
+                   modulus_kpa_of: Callable[[float], float]) -> _GeometryMaps:
+    attrs = swei.group.attrs
+    depth_m, lateral_m = np.asarray(attrs["depth_m"]), np.asarray(attrs["lateral_m"])
+    poses = swei.read("probe_pose")
+    phantom_index = swei.read("phantom_index")
+    maps = {int(s): inclusion_target_map(phantoms[int(phantom_index[s])], probe_pose=poses[s],
+                                         depth_m=depth_m, lateral_m=lateral_m,
+                                         modulus_kpa_of=modulus_kpa_of)
+            for s in np.flatnonzero(uses_map)}
+    return _GeometryMaps(len(uses_map), (depth_m.size, lateral_m.size), maps)
+
+
+def load_swei_training_set(store_path: str | os.PathLike[str], *,
+                           targets: TargetSource = "auto") -> SweiTrainingSet:
     """Read displacement, indices and targets of every SWEI sequence of a session store.
 
     Targets: the ``labels`` group (indentation result per gelatin concentration) when present,
     else the phantom table's ``youngs_modulus_kpa``. Phantoms with inclusions need per-pixel
-    targets, taken from ``truth/swei/youngs_modulus_kpa`` (simulated sessions).
+    targets: ``targets="truth"`` takes them from ``truth/swei/youngs_modulus_kpa`` (simulated
+    sessions), ``"geometry"`` builds them from the phantom's geometry, the probe pose of each
+    sequence and the labels (:mod:`analysis.swei_cnn.targets`; what a real lab has), ``"auto"``
+    uses the truth where the store has it and the geometry otherwise.
 
     Raises
     ------
@@ -89,12 +125,28 @@ def load_swei_training_set(store_path: str | os.PathLike[str]) -> SweiTrainingSe
         else:
             modulus[s] = float(phantom["youngs_modulus_kpa"])
         uses_map[s] = bool(phantom.get("inclusions"))
-    maps = None
+    if targets not in ("auto", "truth", "geometry"):
+        raise ValueError(f"targets must be 'auto', 'truth' or 'geometry', got {targets!r}")
+    maps: Any = None
     if uses_map.any():
-        if not store.has_table("truth/swei"):
-            raise ValueError(f"{store_path}: inclusion phantoms need per-pixel targets but the "
-                             "store has no truth/swei table")
-        maps = store.table("truth/swei").array("youngs_modulus_kpa")
+        source = targets if targets != "auto" else (
+            "truth" if store.has_table("truth/swei") else "geometry")
+        if source == "truth":
+            if not store.has_table("truth/swei"):
+                raise ValueError(f"{store_path}: targets='truth' but the store has no truth/swei "
+                                 "table (only simulated sessions do); use targets='geometry'")
+            maps = store.table("truth/swei").array("youngs_modulus_kpa")
+        else:
+            def modulus_kpa_of(percent: float) -> float:
+                if labels:
+                    key = round(percent, 3)
+                    if key not in labels:
+                        raise ValueError(f"{store_path}: an inclusion phantom holds {percent} % "
+                                         f"gelatin but the labels cover {sorted(labels)} %")
+                    return labels[key]
+                return youngs_modulus_kpa(percent)
+
+            maps = _geometry_maps(swei, phantoms, uses_map, modulus_kpa_of)
     return SweiTrainingSet(
         displacement=disp.array("displacement_m"),
         youngs_modulus_kpa=modulus,
