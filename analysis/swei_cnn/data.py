@@ -326,6 +326,20 @@ class WindowCache:
             digest.update(self.windows_source[i].tobytes())
             digest.update(self.targets[i].tobytes())
         self.data_hash = digest.hexdigest()
+        # Centres inside inclusions (target differs from the sequence's background, its most
+        # common value): flat indices into the centre range, per cached sequence.
+        self.inside: list[NDArray[np.intp]] = []
+        self.outside: list[NDArray[np.intp]] = []
+        for i, s in enumerate(self.indices):
+            if not data.uses_map[s]:
+                self.inside.append(np.empty(0, dtype=np.intp))
+                self.outside.append(np.empty(0, dtype=np.intp))
+                continue
+            flat = self.targets[i].ravel()
+            values, counts = np.unique(flat, return_counts=True)
+            background = values[np.argmax(counts)]
+            self.inside.append(np.flatnonzero(flat != background))
+            self.outside.append(np.flatnonzero(flat == background))
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -335,9 +349,19 @@ class WindowCache:
         return int(self.windows_source.nbytes + self.targets.nbytes)
 
     def draw(self, rng: np.random.Generator, *, windows_per_sequence: int = 1,
-             augmentation: Augmentation | None = None) -> WindowDraw:
+             augmentation: Augmentation | None = None,
+             inside_fraction: float | None = None) -> WindowDraw:
         """Random windows for one epoch: each cached sequence ``windows_per_sequence`` times,
-        shuffled, with uniform centres in the ROI and the augmentation's random choices."""
+        shuffled, with uniform centres in the ROI and the augmentation's random choices.
+
+        ``inside_fraction`` stratifies the centres of sequences with per-pixel targets: each of
+        their windows is centred inside an inclusion with this probability (uniformly among the
+        inclusion pixels of the centre range) and in the background otherwise; sequences whose
+        centre range holds no inclusion pixel, and homogeneous ones, draw uniformly. None draws
+        every centre uniformly.
+        """
+        if inside_fraction is not None and not 0.0 <= inside_fraction <= 1.0:
+            raise ValueError(f"inside_fraction must be in [0, 1] or None, got {inside_fraction}")
         aug = augmentation if augmentation is not None else Augmentation.none()
         n = len(self) * windows_per_sequence
         seq = rng.permutation(np.repeat(np.arange(len(self)), windows_per_sequence))
@@ -345,6 +369,13 @@ class WindowCache:
         k = self.window_px
         row = rng.integers(0, r1 - r0, n)
         col = rng.integers(0, c1 - c0, n)
+        if inside_fraction is not None:
+            want_inside = rng.random(n) < inside_fraction
+            pick = rng.random(n)
+            for i in np.flatnonzero([self.inside[s].size > 0 for s in seq]):
+                pool = self.inside[seq[i]] if want_inside[i] else self.outside[seq[i]]
+                if pool.size:
+                    row[i], col[i] = divmod(int(pool[int(pick[i] * pool.size)]), c1 - c0)
         flip_depth = rng.random(n) < aug.flip_probability
         flip_lateral = rng.random(n) < aug.flip_probability
         turns = rng.integers(0, 4, n) if aug.rotate else np.zeros(n, dtype=np.intp)

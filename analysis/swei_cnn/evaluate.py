@@ -260,3 +260,84 @@ def predict_sequences(model: SpatioTemporalDenseNet, data: SweiTrainingSet,
                       indices: Sequence[int], **kwargs: Any) -> NDArray[np.float32]:
     """Maps (n, depth, lateral) of the given sequences; ``kwargs`` go to ``predict_map``."""
     return np.stack([predict_map(model, data.displacement[int(s)], **kwargs) for s in indices])
+
+
+#: [SWEI]'s figures (Sec. III): homogeneous MAE (all elasticities seen / unseen) and ToF; the
+#: inclusion phantoms' MAE inside and in the background and the Dice coefficient.
+PAPER_FIGURES: dict[str, dict[str, float]] = {
+    "homogeneous_mae_kpa": {"cnn": 5.01, "cnn_unseen": 9.99, "tof": 11.61},
+    "inclusion_mae_kpa": {"cnn": 7.50, "tof": 16.28},
+    "background_mae_kpa": {"cnn": 1.64, "tof": 11.11},
+    "dice": {"cnn": 0.93, "tof": 0.86},
+}
+
+
+def _mae_of(metrics: dict[str, Any] | None, region: str) -> float | None:
+    entry = (metrics or {}).get(region)
+    return None if entry is None else float(entry["mae_kpa"])
+
+
+def _verdict(name: str, cnn: float | None, tof: float | None, *, higher_is_better: bool,
+             paper: dict[str, float], unit: str, why_not: str) -> str:
+    if cnn is None or tof is None:
+        return f"{name}: not measured (no pixels where both methods estimate)"
+    better = cnn > tof if higher_is_better else cnn < tof
+    figures = (f"CNN {cnn:.3g}{unit} vs ToF {tof:.3g}{unit} (paper {paper['cnn']:.3g}{unit} vs "
+               f"{paper['tof']:.3g}{unit})")
+    if better:
+        return f"{name}: reproduced, the CNN is better: {figures}"
+    return f"{name}: NOT reproduced: {figures}; {why_not}"
+
+
+def paper_verdicts(comparison: dict[str, Any]) -> dict[str, str]:
+    """One sentence per [SWEI] comparison: is the paper's direction (CNN better than ToF)
+    reproduced, with the figures, and a likely reason where it is not.
+
+    ``comparison`` holds ``held_out`` (:func:`compare_with_tof` on homogeneous test maps),
+    optionally ``inclusion_push_mean`` (:func:`push_mean_comparison`) and ``unseen_concentration``
+    (:func:`compare_with_tof` of a model that never saw that concentration) and ``seen_mae_kpa``.
+    """
+    out: dict[str, str] = {}
+    held = comparison.get("held_out")
+    if held is not None:
+        cnn, tof = _mae_of(held["cnn"], "overall"), _mae_of(held["tof"], "overall")
+        text = _verdict("homogeneous MAE", cnn, tof, higher_is_better=False,
+                        paper=PAPER_FIGURES["homogeneous_mae_kpa"], unit=" kPa",
+                        why_not="undertrained network or too few training windows")
+        if cnn is not None and tof is not None and cnn > 0:
+            ratio = tof / cnn
+            target = PAPER_FIGURES["homogeneous_mae_kpa"]["tof"] / PAPER_FIGURES[
+                "homogeneous_mae_kpa"]["cnn"]
+            text += (f"; ratio ToF/CNN {ratio:.2f} (paper {target:.2f}: "
+                     f"{'reached' if ratio >= 0.99 * target else 'not reached'})")
+        out["homogeneous"] = text
+    inc = comparison.get("inclusion_push_mean")
+    if inc is not None:
+        reason_dice = ("the CNN under-estimates the inclusion contrast (it reads the background's "
+                       "temporal signature across the interface) or ToF benefits from the "
+                       "smoothing and the 2-D simulation")
+        out["inclusion_dice"] = _verdict(
+            "inclusion Dice (push mean)", inc["cnn"]["dice"], inc["tof"]["dice"],
+            higher_is_better=True, paper=PAPER_FIGURES["dice"], unit="", why_not=reason_dice)
+        out["inclusion_mae"] = _verdict(
+            "inclusion MAE (push mean)", _mae_of(inc["cnn"], "inclusion"),
+            _mae_of(inc["tof"], "inclusion"), higher_is_better=False,
+            paper=PAPER_FIGURES["inclusion_mae_kpa"], unit=" kPa", why_not=reason_dice)
+        out["background_mae"] = _verdict(
+            "background MAE (push mean)", _mae_of(inc["cnn"], "background"),
+            _mae_of(inc["tof"], "background"), higher_is_better=False,
+            paper=PAPER_FIGURES["background_mae_kpa"], unit=" kPa",
+            why_not="the fine-tuned CNN trades background accuracy for inclusion contrast")
+    unseen = comparison.get("unseen_concentration")
+    if unseen is not None:
+        cnn, tof = _mae_of(unseen["cnn"], "overall"), _mae_of(unseen["tof"], "overall")
+        paper = {"cnn": PAPER_FIGURES["homogeneous_mae_kpa"]["cnn_unseen"],
+                 "tof": PAPER_FIGURES["homogeneous_mae_kpa"]["tof"]}
+        text = _verdict("unseen-concentration MAE", cnn, tof, higher_is_better=False,
+                        paper=paper, unit=" kPa",
+                        why_not="too few concentrations to interpolate between")
+        seen = comparison.get("seen_mae_kpa")
+        if cnn is not None and seen:
+            text += f"; unseen / seen CNN MAE {cnn / seen:.2f} (issue target <= 2)"
+        out["unseen_concentration"] = text
+    return out

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Any, Literal
 
 import numpy as np
@@ -191,18 +191,31 @@ def run_train(
     resume: bool = False,
     max_steps: int | None = None,
     model_overrides: dict[str, Any] | None = None,
+    extra_training_indices: Sequence[int] = (),
+    targets: TargetSource = "auto",
     on_epoch: Callable[[EpochMetrics], None] | None = None,
     on_progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
     """Train a model on a store's displacement and save it (safetensors + card).
 
     The network is initialised from ``seed`` (``torch.manual_seed``); under ``torch.distributed``
-    only rank 0 writes the model. Returns ``{"card": ..., "metrics": ..., "test_metrics": ...,
-    "first_step_loss": ...}`` where ``test_metrics`` are window-centre MAE figures on the split's
-    test sequences (full maps: :func:`run_predict`).
+    only rank 0 writes the model. ``extra_training_indices`` (e.g. the sequences of training
+    blocks with inclusions, which the splits leave out) join the split's training set;
+    ``targets`` chooses where inclusion targets come from (:func:`load_swei_training_set`).
+    Returns ``{"card": ..., "metrics": ..., "test_metrics": ..., "first_step_loss": ...}`` where
+    ``test_metrics`` are window-centre MAE figures on the split's test sequences (full maps:
+    :func:`run_predict`).
     """
-    data = load_swei_training_set(store_path)
+    data = load_swei_training_set(store_path, targets=targets)
     the_split = _make_split(data, split, fold=fold, held_out_percent=held_out_percent, seed=seed)
+    extra = np.asarray(extra_training_indices, dtype=np.intp)
+    if extra.size:
+        held = set(the_split.validation.tolist()) | set(the_split.test.tolist())
+        if held & set(extra.tolist()):
+            raise ValueError("extra_training_indices overlap the split's validation/test sets")
+        the_split = replace(the_split, train=np.union1d(the_split.train, extra),
+                            description={**the_split.description,
+                                         "extra_training_sequences": int(extra.size)})
     torch.manual_seed(seed)
     model = swei_cnn(window_px, **(model_overrides or {}))  # type: ignore[arg-type]
     result = train(model, data, the_split, profile=profile, device=device, seed=seed,
