@@ -81,6 +81,8 @@ PROFILES: dict[str, DemoProfile] = {
         compression_depth_samples=400, compression_lines=48, window_px=9, cnn_profile="quick",
         cnn_max_steps=4, flow_training_pairs=6, flow_epochs=1, study_pairs=3,
         study_shape=(300, 40), indentation_rate_hz=20.0, finetune_epochs=1,
+        training_inclusion_blocks=1, training_inclusion_positions=1,
+        finetune_learning_rates=(1e-3,),
     ),
     "default": DemoProfile(
         name="default", concentrations=(7.5, 10.0, 12.5, 15.0), cylinders_per_concentration=2,

@@ -191,7 +191,8 @@ def _finetune_by_validation(ctx: DemoContext, model_path: Path, data: Any, split
     tried: list[dict[str, Any]] = []
     best_mae = evaluate_windows(model, data, val, profile=base, seed=prof.seed,
                                 roi_px=roi)[1] if val.size else float("inf")
-    tried.append({"learning_rate": 0.0, "val_mae_kpa": best_mae, "epochs": 0})
+    tried.append({"learning_rate": 0.0, "val_mae_kpa": best_mae if val.size else None,
+                  "epochs": 0})
     best = (model, 0.0)
     for lr in prof.finetune_learning_rates:
         candidate, _ = load_model(model_path)
@@ -203,10 +204,10 @@ def _finetune_by_validation(ctx: DemoContext, model_path: Path, data: Any, split
                               base_profile=replace(base, learning_rate=lr), seed=prof.seed,
                               roi_px=roi, on_progress=progress)
         metrics = result.metrics_dict()
-        val_mae = metrics["best"]["val_mae_kpa"] if metrics["best"] else float("nan")
+        val_mae = metrics["best"]["val_mae_kpa"] if metrics["best"] else None
         tried.append({"learning_rate": lr, "val_mae_kpa": val_mae,
                       "epochs": len(result.history), "best_epoch": result.best_epoch})
-        if not val.size or val_mae < best_mae:
+        if val_mae is None or val_mae < best_mae:
             best_mae, best = val_mae, (candidate, lr)
     return best[0], card, {"tried": tried, "chosen_learning_rate": best[1],
                            "validation_sequences": val.size}
@@ -278,8 +279,7 @@ def stage_cnn(ctx: DemoContext) -> dict[str, Any]:
         comparisons["unseen_concentration"] = unseen
         comparisons["seen_mae_kpa"] = comparisons["held_out"]["cnn"]["overall"]["mae_kpa"]
     comparisons["verdicts"] = paper_verdicts(comparisons)
-    inclusion_all = split["inclusion_train"] + split["inclusion_tune"] + split[
-        "inclusion_tune_val"] + inc_eval
+    inclusion_all = np.flatnonzero(data.uses_map).tolist()
     return {"model": str(model_path.relative_to(ctx.out_dir)),
             "inclusion_model": str(tuned_path.relative_to(ctx.out_dir)), "roi_px": list(roi),
             "window_centres": prof.cnn_window_centres,
