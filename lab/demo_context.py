@@ -113,7 +113,7 @@ PROFILES: dict[str, DemoProfile] = {
         compression_depth_samples=2000, compression_lines=250, window_px=33,
         cnn_profile="paper", cnn_max_steps=None, flow_training_pairs=400, flow_epochs=40,
         study_pairs=60, study_shape=(2000, 250), cnn_window_centres="roi",
-        training_inclusion_blocks=16, training_inclusion_positions=10,
+        training_inclusion_blocks=8, training_inclusion_positions=20,
         unseen_concentration=10.0,
     ),
 }
@@ -158,6 +158,27 @@ def training_inclusion_blocks(profile: DemoProfile) -> list[dict[str, Any]]:
     return blocks
 
 
+#: Bench layout of the demo's blocks: rows of at most five 100 mm blocks, 140 mm apart, inside
+#: the default robot workspace (x within +/-0.35 m, y in [-0.45, -0.15] m), top surface at 0.1 m.
+BENCH_ROWS_Y_M = (-0.30, -0.18, -0.42)
+BLOCKS_PER_ROW = 5
+BLOCK_PITCH_M = 0.14
+
+
+def bench_origins_m(n_blocks: int) -> list[list[float]]:
+    """Top-surface centres (m) of ``n_blocks`` blocks laid out in rows (see the constants)."""
+    if n_blocks > BLOCKS_PER_ROW * len(BENCH_ROWS_Y_M):
+        raise DemoError(f"{n_blocks} blocks do not fit on the bench "
+                        f"({BLOCKS_PER_ROW * len(BENCH_ROWS_Y_M)} at most)")
+    origins = []
+    for k in range(n_blocks):
+        row, col = divmod(k, BLOCKS_PER_ROW)
+        in_row = min(BLOCKS_PER_ROW, n_blocks - row * BLOCKS_PER_ROW)
+        x = (col - (in_row - 1) / 2) * BLOCK_PITCH_M
+        origins.append([round(x, 4), BENCH_ROWS_Y_M[row], 0.1])
+    return origins
+
+
 def demo_config(profile: DemoProfile) -> SessionConfig:
     """The simulated session of the demo: cylinders, blocks, an inclusion block, compression."""
     phantoms: list[dict[str, Any]] = []
@@ -178,6 +199,9 @@ def demo_config(profile: DemoProfile) -> SessionConfig:
                          {"x_mm": 0.0, "z_mm": 10.0, "radius_mm": 5.0, "gelatin_percent": 15.0}]})
     training_blocks = training_inclusion_blocks(profile)
     phantoms.extend(training_blocks)
+    block_rows = [ph for ph in phantoms if ph["kind"] == "block"]
+    for ph, origin in zip(block_rows, bench_origins_m(len(block_rows)), strict=True):
+        ph["origin_m"] = origin
     swei_common = {"push_elements": list(profile.push_elements), "depth_px": profile.depth_px,
                    "lateral_px": profile.lateral_px, "seed": profile.seed}
     data = {
