@@ -266,8 +266,9 @@ def _write_map_pngs(store_path: Path, out_dir: Path, limit: int = 6) -> None:
 def demo(
     out: Annotated[Path, typer.Option(help="output directory (created; a second run resumes)")]
     = Path("demo-out"),
-    profile: Annotated[str, typer.Option(help="default (laptop, minutes) | paper (the paper's "
-                                              "sizes and recipe, GPU) | smoke (seconds)")]
+    profile: Annotated[str, typer.Option(help="default (laptop, minutes) | study (larger CPU "
+                                              "run, ~1 h) | paper (the paper's sizes and "
+                                              "recipe, GPU) | smoke (seconds)")]
     = "default",
     no_progress: Annotated[bool, typer.Option("--no-progress", help="no progress bars")] = False,
 ) -> None:

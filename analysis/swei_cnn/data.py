@@ -23,7 +23,6 @@ from typing import Any
 import numpy as np
 import torch
 from numpy.typing import NDArray
-from scipy.ndimage import gaussian_filter
 
 from analysis.swei_cnn.dense import zscore_windows_inplace
 
@@ -270,6 +269,22 @@ class WindowDraw:
         return WindowDraw(*(getattr(self, f)[index] for f in self.__dataclass_fields__))
 
 
+def _blur_frames_inplace(window: NDArray[np.float32], sigma_px: float) -> None:
+    """Spatial Gaussian blur of each frame of a (frame, h, w) float32 window, in place.
+
+    Same result as ``scipy.ndimage.gaussian_filter(window, (0, s, s), mode="nearest")`` (kernel
+    truncated at 4 sigma, edge values repeated), as two 1-D torch convolutions: ~10x faster.
+    """
+    radius = int(4.0 * sigma_px + 0.5)
+    x = np.arange(-radius, radius + 1, dtype=np.float64)
+    kernel = np.exp(-0.5 * (x / sigma_px) ** 2)
+    kernel = torch.from_numpy((kernel / kernel.sum()).astype(np.float32))
+    t = torch.from_numpy(window).unsqueeze(1)  # (frame, 1, h, w), shares memory
+    padded = torch.nn.functional.pad(t, (radius, radius, radius, radius), mode="replicate")
+    rows = torch.nn.functional.conv2d(padded, kernel.view(1, 1, -1, 1))
+    t[:] = torch.nn.functional.conv2d(rows, kernel.view(1, 1, 1, -1))
+
+
 class WindowCache:
     """ROI (+ half-window margin) of selected sequences, held in memory as one float32 array.
 
@@ -403,21 +418,18 @@ class WindowCache:
             Target at each window centre.
         """
         k = self.window_px
-        n = len(draw)
-        out = np.empty((n, self.windows_source.shape[1], k, k), dtype=np.float32)
-        for i in range(n):
-            r, c = draw.row[i], draw.col[i]
-            win = self.windows_source[draw.seq[i], :, r : r + k, c : c + k]
-            if draw.flip_depth[i]:
-                win = win[:, ::-1, :]
-            if draw.flip_lateral[i]:
-                win = win[:, :, ::-1]
-            if draw.quarter_turns[i]:
-                win = np.rot90(win, int(draw.quarter_turns[i]), axes=(1, 2))
-            if draw.blur_sigma_px[i] > 0:
-                win = gaussian_filter(win, sigma=(0.0, draw.blur_sigma_px[i],
-                                                  draw.blur_sigma_px[i]), mode="nearest")
-            out[i] = win
+        # one gather for all windows: a (seq, frame, row, col, k, k) view of the cache
+        view = np.lib.stride_tricks.sliding_window_view(self.windows_source, (k, k), axis=(2, 3))
+        out = np.ascontiguousarray(view[draw.seq, :, draw.row, draw.col])  # (n, frame, k, k)
+        for flags, axis in ((draw.flip_depth, 2), (draw.flip_lateral, 3)):
+            if flags.any():
+                out[flags] = np.flip(out[flags], axis=axis)
+        for turns in (1, 2, 3):
+            sel = draw.quarter_turns == turns
+            if sel.any():
+                out[sel] = np.rot90(out[sel], turns, axes=(2, 3))
+        for i in np.flatnonzero(draw.blur_sigma_px > 0):
+            _blur_frames_inplace(out[i], float(draw.blur_sigma_px[i]))
         zscore_windows_inplace(out)
         for i in np.flatnonzero(draw.erase[:, 2] > 0):
             top, left, eh, ew = draw.erase[i]
