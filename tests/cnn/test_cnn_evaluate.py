@@ -144,3 +144,29 @@ def test_push_mean_protocol_groups_positions() -> None:
     with pytest.raises(ValueError, match="must both be shaped"):
         push_mean_comparison(cnn[:2], cnn[:2], data, [0, 1, 2], depth_step_m=1e-4,
                              lateral_step_m=1e-4)
+
+
+def test_paper_verdicts_say_whether_the_direction_is_reproduced() -> None:
+    from analysis.swei_cnn.evaluate import paper_verdicts
+
+    def entry(mae):
+        return {"mae_kpa": mae, "std_kpa": 1.0, "pixels": 10}
+
+    comparison = {
+        "held_out": {"cnn": {"overall": entry(5.0)}, "tof": {"overall": entry(12.0)}},
+        "inclusion_push_mean": {
+            "cnn": {"dice": 0.5, "inclusion": entry(30.0), "background": entry(3.0)},
+            "tof": {"dice": 0.7, "inclusion": entry(20.0), "background": entry(9.0)}},
+        "unseen_concentration": {"cnn": {"overall": entry(14.0)}, "tof": {"overall": entry(12.0)}},
+        "seen_mae_kpa": 5.0,
+    }
+    v = paper_verdicts(comparison)
+    assert v["homogeneous"].startswith("homogeneous MAE: reproduced")
+    assert "ratio ToF/CNN 2.40 (paper 2.32: reached)" in v["homogeneous"]
+    assert "NOT reproduced" in v["inclusion_dice"] and "CNN 0.5 vs ToF 0.7" in v["inclusion_dice"]
+    assert "NOT reproduced" in v["inclusion_mae"]
+    assert v["background_mae"].startswith("background MAE (push mean): reproduced")
+    assert "NOT reproduced" in v["unseen_concentration"]
+    assert "unseen / seen CNN MAE 2.80" in v["unseen_concentration"]
+    comparison["inclusion_push_mean"]["cnn"]["background"] = None
+    assert "not measured" in paper_verdicts(comparison)["background_mae"]
