@@ -182,9 +182,9 @@ def nanmean_maps(maps: ArrayLike, *, weights: ArrayLike | None = None) -> NDArra
 
 def smooth_map(
     values: ArrayLike, *, sigma_mm: tuple[float, float], depth_step_m: float,
-    lateral_step_m: float,
+    lateral_step_m: float, fill_min_weight: float | None = None,
 ) -> NDArray[np.float64]:
-    """NaN-aware Gaussian filter of a (depth, lateral) map; NaN pixels stay NaN.
+    """NaN-aware Gaussian filter of a (depth, lateral) map.
 
     Normalised convolution: ``G * (v m) / G * m`` with ``m`` the finite-pixel mask.
 
@@ -195,6 +195,10 @@ def smooth_map(
         Gaussian standard deviation along depth and lateral in mm.
     depth_step_m, lateral_step_m : float
         Pixel spacing in m.
+    fill_min_weight : float, optional
+        None: NaN pixels stay NaN. A value in (0, 1]: NaN pixels whose Gaussian-weighted share
+        of finite neighbours ``G * m`` is at least this get the smoothed value ([SWEI] smooths
+        ToF inclusion maps "to close holes with no predicted values"); the others stay NaN.
     """
     from scipy.ndimage import gaussian_filter
 
@@ -209,7 +213,12 @@ def smooth_map(
     den = gaussian_filter(finite.astype(np.float64), sigma_px, mode="nearest")
     with np.errstate(invalid="ignore", divide="ignore"):
         out = num / den
-    out[~finite] = np.nan
+    if fill_min_weight is None:
+        out[~finite] = np.nan
+    else:
+        if not 0.0 < fill_min_weight <= 1.0:
+            raise ValueError(f"fill_min_weight must be in (0, 1], got {fill_min_weight}")
+        out[~finite & ~(den >= fill_min_weight)] = np.nan
     return out
 
 

@@ -315,9 +315,10 @@ def _write_map_pngs(store_path: Path, out_dir: Path, limit: int = 6) -> None:
 def demo(
     out: Annotated[Path, typer.Option(help="output directory (created; a second run resumes)")]
     = Path("demo-out"),
-    profile: Annotated[DemoProfile, typer.Option(help="default (laptop, minutes), paper (the "
-                                                      "paper's sizes and recipe, GPU) or smoke "
-                                                      "(seconds)")] = DemoProfile.default,
+    profile: Annotated[DemoProfile, typer.Option(help="default (laptop, minutes), study (larger "
+                                                      "CPU run, ~1 h), paper (the paper's sizes "
+                                                      "and recipe, GPU) or smoke (seconds)")]
+    = DemoProfile.default,
     no_progress: Annotated[bool, typer.Option("--no-progress", help="no progress bars")] = False,
 ) -> None:
     """The simulated study end to end: acquisition, labels, displacement, ToF, CNN, strain, report.

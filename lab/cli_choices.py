@@ -40,6 +40,7 @@ class Window(StrEnum):
 
 class DemoProfile(StrEnum):
     default = "default"
+    study = "study"
     paper = "paper"
     smoke = "smoke"
 

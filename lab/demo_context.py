@@ -13,10 +13,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
+
 from lab.config import SessionConfig, parse_config
+from lab.gelatin import gelatin_viscosity_pa_s
 from lab.store import json_default
 
-ProfileName = Literal["smoke", "default", "paper"]
+ProfileName = Literal["smoke", "default", "study", "paper"]
 STATE_FILE = "demo-state.json"
 
 #: Lateral distance of the two ToF signals in the paper: 65 px on its 600 px / 33 mm grid.
@@ -57,6 +60,16 @@ class DemoProfile:
     #: Probe positions on the inclusion block stay this far from its edges (40 mm on a 100 mm
     #: block: within +/-10 mm of the inclusion, so it appears at varied lateral positions).
     inclusion_margin_mm: float = 40.0
+    #: Window centres of CNN training: the paper's ROI or the whole valid field of view.
+    cnn_window_centres: Literal["roi", "field"] = "field"
+    #: Training blocks with random inclusions (stiffer and softer, several radii and places),
+    #: so that inhomogeneous windows are part of training, and probe positions on each.
+    training_inclusion_blocks: int = 0
+    training_inclusion_positions: int = 3
+    #: Fine-tuning learning rates tried; the one with the best validation MAE is kept.
+    finetune_learning_rates: tuple[float, ...] = (1e-4, 3e-4, 1e-3)
+    #: Also train with the leave-one-concentration-out split (this concentration held out).
+    unseen_concentration: float | None = None
     seed: int = 0
 
 
@@ -68,6 +81,8 @@ PROFILES: dict[str, DemoProfile] = {
         compression_depth_samples=400, compression_lines=48, window_px=9, cnn_profile="quick",
         cnn_max_steps=4, flow_training_pairs=6, flow_epochs=1, study_pairs=3,
         study_shape=(300, 40), indentation_rate_hz=20.0, finetune_epochs=1,
+        training_inclusion_blocks=1, training_inclusion_positions=1,
+        finetune_learning_rates=(1e-3,),
     ),
     "default": DemoProfile(
         name="default", concentrations=(7.5, 10.0, 12.5, 15.0), cylinders_per_concentration=2,
@@ -75,7 +90,19 @@ PROFILES: dict[str, DemoProfile] = {
         lateral_px=160, inclusion_positions=8, compression_strains=(0.0, 0.005, 0.01, 0.02, 0.03),
         compression_depth_samples=1000, compression_lines=128, window_px=17,
         cnn_profile="quick", cnn_max_steps=None, flow_training_pairs=64, flow_epochs=6,
-        study_pairs=12, study_shape=(600, 96),
+        study_pairs=12, study_shape=(600, 96), training_inclusion_blocks=4,
+    ),
+    # A larger CPU run (about an hour on 2 cores): twice the positions, inclusion training
+    # blocks, the 33 px window and the unseen-concentration split.
+    "study": DemoProfile(
+        name="study", concentrations=(5.0, 7.5, 10.0, 12.5, 15.0, 17.5),
+        cylinders_per_concentration=2, positions_per_block=16,
+        push_elements=(24, 36, 48, 64, 80, 92, 104), depth_px=120, lateral_px=240,
+        inclusion_positions=12, compression_strains=(0.0, 0.005, 0.01, 0.02, 0.03),
+        compression_depth_samples=1000, compression_lines=128, window_px=33,
+        cnn_profile="quick", cnn_max_steps=None, flow_training_pairs=64, flow_epochs=6,
+        study_pairs=12, study_shape=(600, 96), training_inclusion_blocks=8,
+        training_inclusion_positions=4, unseen_concentration=10.0,
     ),
     "paper": DemoProfile(
         name="paper", concentrations=(5.0, 7.5, 10.0, 12.5, 15.0, 17.5),
@@ -85,9 +112,71 @@ PROFILES: dict[str, DemoProfile] = {
         compression_strains=(0.0, 0.005, 0.01, 0.02, 0.03, 0.04, 0.05, 0.06, 0.07),
         compression_depth_samples=2000, compression_lines=250, window_px=33,
         cnn_profile="paper", cnn_max_steps=None, flow_training_pairs=400, flow_epochs=40,
-        study_pairs=60, study_shape=(2000, 250),
+        study_pairs=60, study_shape=(2000, 250), cnn_window_centres="roi",
+        training_inclusion_blocks=8, training_inclusion_positions=20,
+        unseen_concentration=10.0,
     ),
 }
+
+
+#: The inclusion phantom of the evaluation (the paper's 7.5 % block with a 15 % inclusion).
+EVAL_INCLUSION_BLOCK = "block-inclusion"
+#: Training blocks with random inclusions are called ``{prefix}{k}``.
+TRAINING_INCLUSION_PREFIX = "block-train-inclusion-"
+
+
+def training_inclusion_blocks(profile: DemoProfile) -> list[dict[str, Any]]:
+    """Seeded training blocks with random cylindrical inclusions (config dicts).
+
+    Each block has a background drawn from the profile's concentrations and two inclusions, one
+    stiffer and one softer where the range allows (else two of the other kind), radii 2-5 mm,
+    centres within +/-6 mm laterally of the block centre and 5-15 mm deep, not overlapping; the
+    probe positions (``inclusion_margin_mm`` from the edges) keep them in the field of view.
+    """
+    rng = np.random.default_rng([profile.seed, 4242])
+    concentrations = sorted(profile.concentrations)
+    blocks = []
+    for k in range(profile.training_inclusion_blocks):
+        background = float(concentrations[k % len(concentrations)])
+        stiffer = [c for c in concentrations if c > background]
+        softer = [c for c in concentrations if c < background]
+        kinds = [stiffer or softer, softer or stiffer]
+        inclusions: list[dict[str, float]] = []
+        while len(inclusions) < 2:
+            radius = float(rng.choice([2.0, 3.0, 4.0, 5.0]))
+            x, z = float(rng.uniform(-6.0, 6.0)), float(rng.uniform(5.0, 15.0))
+            if any(np.hypot(x - i["x_mm"], z - i["z_mm"]) < radius + i["radius_mm"] + 0.5
+                   for i in inclusions):
+                continue
+            pool = kinds[len(inclusions)]
+            inclusions.append({"x_mm": round(x, 2), "z_mm": round(z, 2), "radius_mm": radius,
+                               "gelatin_percent": float(rng.choice(pool))})
+        blocks.append({"kind": "block", "id": f"{TRAINING_INCLUSION_PREFIX}{k}",
+                       "gelatin_percent": background, "speckle_seed": 200 + k,
+                       "viscosity_pa_s": gelatin_viscosity_pa_s(background),
+                       "inclusions": inclusions})
+    return blocks
+
+
+#: Bench layout of the demo's blocks: rows of at most five 100 mm blocks, 140 mm apart, inside
+#: the default robot workspace (x within +/-0.35 m, y in [-0.45, -0.15] m), top surface at 0.1 m.
+BENCH_ROWS_Y_M = (-0.30, -0.18, -0.42)
+BLOCKS_PER_ROW = 5
+BLOCK_PITCH_M = 0.14
+
+
+def bench_origins_m(n_blocks: int) -> list[list[float]]:
+    """Top-surface centres (m) of ``n_blocks`` blocks laid out in rows (see the constants)."""
+    if n_blocks > BLOCKS_PER_ROW * len(BENCH_ROWS_Y_M):
+        raise DemoError(f"{n_blocks} blocks do not fit on the bench "
+                        f"({BLOCKS_PER_ROW * len(BENCH_ROWS_Y_M)} at most)")
+    origins = []
+    for k in range(n_blocks):
+        row, col = divmod(k, BLOCKS_PER_ROW)
+        in_row = min(BLOCKS_PER_ROW, n_blocks - row * BLOCKS_PER_ROW)
+        x = (col - (in_row - 1) / 2) * BLOCK_PITCH_M
+        origins.append([round(x, 4), BENCH_ROWS_Y_M[row], 0.1])
+    return origins
 
 
 def demo_config(profile: DemoProfile) -> SessionConfig:
@@ -102,10 +191,17 @@ def demo_config(profile: DemoProfile) -> SessionConfig:
         blocks.append(f"block-{c:g}")
         phantoms.append({"kind": "block", "id": blocks[-1], "gelatin_percent": c,
                          "speckle_seed": len(blocks)})
+        phantoms[-1]["viscosity_pa_s"] = gelatin_viscosity_pa_s(c)
     # [SWEI] inclusion phantoms: 7.5 % background, 15 % cylindrical inclusions of ~5 and ~10 mm.
-    phantoms.append({"kind": "block", "id": "block-inclusion", "gelatin_percent": 7.5,
-                     "speckle_seed": 99, "inclusions": [
+    phantoms.append({"kind": "block", "id": EVAL_INCLUSION_BLOCK, "gelatin_percent": 7.5,
+                     "speckle_seed": 99, "viscosity_pa_s": gelatin_viscosity_pa_s(7.5),
+                     "inclusions": [
                          {"x_mm": 0.0, "z_mm": 10.0, "radius_mm": 5.0, "gelatin_percent": 15.0}]})
+    training_blocks = training_inclusion_blocks(profile)
+    phantoms.extend(training_blocks)
+    block_rows = [ph for ph in phantoms if ph["kind"] == "block"]
+    for ph, origin in zip(block_rows, bench_origins_m(len(block_rows)), strict=True):
+        ph["origin_m"] = origin
     swei_common = {"push_elements": list(profile.push_elements), "depth_px": profile.depth_px,
                    "lateral_px": profile.lateral_px, "seed": profile.seed}
     data = {
@@ -118,10 +214,14 @@ def demo_config(profile: DemoProfile) -> SessionConfig:
             {"kind": "swei", "blocks": blocks,
              "positions_per_block": profile.positions_per_block, **swei_common},
             # The inclusion block: probe positions around the inclusion.
-            {"kind": "swei", "blocks": ["block-inclusion"],
+            {"kind": "swei", "blocks": [EVAL_INCLUSION_BLOCK],
              "positions_per_block": profile.inclusion_positions,
              "position_margin_mm": profile.inclusion_margin_mm, **swei_common},
-            {"kind": "compression", "blocks": ["block-inclusion"],
+            *([{"kind": "swei", "blocks": [b["id"] for b in training_blocks],
+                "positions_per_block": profile.training_inclusion_positions,
+                "position_margin_mm": profile.inclusion_margin_mm, **swei_common}]
+              if training_blocks else []),
+            {"kind": "compression", "blocks": [EVAL_INCLUSION_BLOCK],
              "strains": list(profile.compression_strains),
              "depth_samples": profile.compression_depth_samples,
              "lines": profile.compression_lines},

@@ -161,7 +161,8 @@ def _cnn_section(ctx: DemoContext, store: SessionStore) -> tuple[ReportSection, 
     tof = ctx.result("tof")
     comp = cnn["comparison"]
     rows = []
-    for name, group in (("held-out homogeneous", "held_out"), ("inclusion phantom", "inclusion")):
+    for name, group in (("held-out homogeneous", "held_out"), ("inclusion phantom", "inclusion"),
+                        ("inclusion, paper protocol (push mean)", "inclusion_push_mean")):
         for method in ("cnn", "tof"):
             m = comp[group][method]
             rows.append([name, method.upper(), _mae(m.get("overall")),

@@ -4,29 +4,39 @@ from __future__ import annotations
 
 import logging
 from contextlib import AbstractContextManager, nullcontext
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
+from analysis.metrics import dice
 from analysis.runners import run_displacement, run_labels, run_tof
 from analysis.strain.flownet import save_flow_cnn
 from analysis.strain.runners import run_strain
 from analysis.strain.synthetic import failure_rate_study, train_default_flow_cnn
-from analysis.swei_cnn.data import position_fold_split
-from analysis.swei_cnn.evaluate import compare_with_tof
+from analysis.swei_cnn.data import (
+    EXCLUDED_TRAINING_PUSHES,
+    concentration_split,
+    position_fold_split,
+)
+from analysis.swei_cnn.evaluate import compare_with_tof, paper_verdicts, push_mean_comparison
 from analysis.swei_cnn.io import load_model, save_model
 from analysis.swei_cnn.runners import load_swei_training_set, run_predict, run_train
-from analysis.swei_cnn.train import finetune
+from analysis.swei_cnn.train import evaluate_windows, finetune, get_profile
 from lab.demo_context import (
+    EVAL_INCLUSION_BLOCK,
     PAPER_MEAN_FILTER_MM,
     PAPER_ROI_MM,
     PAPER_TOF_DISTANCE_MM,
+    TRAINING_INCLUSION_PREFIX,
     DemoContext,
     DemoError,
     demo_config,
 )
 from lab.demo_report import build_report
+from lab.gelatin import DICE_THRESHOLD_KPA
 from lab.progress import COMPILE_NOTE, progress_callback
 from lab.session import resume_session, run_session
 from lab.store import SessionStore
@@ -87,22 +97,44 @@ def tof_options(lateral_m: list[float]) -> dict[str, Any]:
             "mean_filter_px": _odd(PAPER_MEAN_FILTER_MM / step_mm, 3)}
 
 
+def _phantom_id(key: str) -> str:
+    return key.split("/", 1)[0]
+
+
 def demo_split(ctx: DemoContext) -> dict[str, list[int]]:
-    """Fold 0 of the 4-fold position split; inclusion positions split into tune (3/4) and
-    evaluate (1/4, at least one)."""
-    data = load_swei_training_set(ctx.store_path)
-    split = position_fold_split(data, fold=0, seed=ctx.profile.seed)
-    inclusion = np.flatnonzero(data.uses_map)
-    positions = sorted(set(data.position_index[inclusion].tolist()))
+    """Fold 0 of the 4-fold position split, plus:
+
+    - ``inclusion_train``: the sequences of the training blocks with random inclusions (all
+      positions, minus the pushes never trained on), which join training;
+    - the evaluation inclusion block's positions split into tune (3/4) and evaluate (1/4, at
+      least one); the last tune position validates the fine-tuning (``inclusion_tune_val``);
+    - ``unseen_test``: with ``profile.unseen_concentration``, the test sequences of the
+      leave-one-concentration-out split.
+    """
+    prof = ctx.profile
+    data = load_swei_training_set(ctx.store_path, targets="geometry")
+    split = position_fold_split(data, fold=0, seed=prof.seed)
+    phantom = [_phantom_id(k) for k in data.keys]
+    excluded = set(EXCLUDED_TRAINING_PUSHES)
+    train_inc = [i for i, ph in enumerate(phantom) if ph.startswith(TRAINING_INCLUSION_PREFIX)
+                 and int(data.push_index[i]) not in excluded]
+    inclusion = [i for i, ph in enumerate(phantom) if ph == EVAL_INCLUSION_BLOCK]
+    positions = sorted({int(data.position_index[i]) for i in inclusion})
     n_eval = max(1, len(positions) // 4)  # 8 positions: fine-tune on 6, evaluate on 2
-    tune_positions = set(positions[: len(positions) - n_eval])
+    tune_positions = positions[: len(positions) - n_eval]
+    tune_val = tune_positions[-1:] if len(tune_positions) > 1 else []
+    unseen: list[int] = []
+    if prof.unseen_concentration is not None:
+        unseen = sorted(map(int, concentration_split(
+            data, held_out_percent=prof.unseen_concentration, seed=prof.seed).test))
     return {
         "train": sorted(map(int, split.train)), "validation": sorted(map(int, split.validation)),
-        "test": sorted(map(int, split.test)),
-        "inclusion_tune": [int(i) for i in inclusion
-                           if data.position_index[i] in tune_positions],
-        "inclusion_eval": [int(i) for i in inclusion
-                           if data.position_index[i] not in tune_positions],
+        "test": sorted(map(int, split.test)), "inclusion_train": train_inc,
+        "inclusion_tune": [i for i in inclusion if data.position_index[i] in tune_positions
+                           and data.position_index[i] not in tune_val],
+        "inclusion_tune_val": [i for i in inclusion if data.position_index[i] in tune_val],
+        "inclusion_eval": [i for i in inclusion if data.position_index[i] not in tune_positions],
+        "unseen_test": unseen,
         "keys": list(data.keys),
     }
 
@@ -113,7 +145,8 @@ def stage_tof(ctx: DemoContext) -> dict[str, Any]:
     options = tof_options(lateral_m)
     split = demo_split(ctx)
     keys = split["keys"]
-    wanted = split["validation"] + split["test"] + split["inclusion_eval"]
+    wanted = sorted(set(split["validation"] + split["test"] + split["inclusion_eval"]
+                        + split["unseen_test"]))
     with _progress(ctx, "time of flight") as progress:
         alpha = run_tof(ctx.store_path, alpha=None, keys=[keys[i] for i in wanted],
                         calibration_keys=[keys[i] for i in split["validation"]],
@@ -132,16 +165,76 @@ def _roi_px(depth_m: list[float], lateral_m: list[float], window_px: int) -> tup
     return (rows if rows % 2 else rows - 1, cols if cols % 2 else cols - 1)
 
 
+def _centre_range(ctx: DemoContext, depth_m: list[float], lateral_m: list[float]
+                  ) -> tuple[int, int]:
+    """Window-centre region: the paper's ROI, or the whole image (the cache keeps what fits)."""
+    if ctx.profile.cnn_window_centres == "roi":
+        return _roi_px(depth_m, lateral_m, ctx.profile.window_px)
+    return len(depth_m), len(lateral_m)
+
+
+def _maps(ctx: DemoContext, model_path: Path, indices: list[int], label: str) -> np.ndarray:
+    with _progress(ctx, f"CNN maps ({label})") as progress:
+        run_predict(ctx.store_path, model_path=model_path, indices=indices, tof_path=None,
+                    on_progress=progress)
+    return SessionStore.open(ctx.store_path).read_array("maps/cnn_kpa")[indices]
+
+
+def _finetune_by_validation(ctx: DemoContext, model_path: Path, data: Any, split: dict[str, Any],
+                            roi: tuple[int, int]) -> tuple[Any, Any, dict[str, Any]]:
+    """Fine-tune at each of the profile's learning rates (early stopping on the validation
+    inclusion position) and keep the best on that validation, or the untuned model if none
+    beats it."""
+    prof = ctx.profile
+    base = get_profile(prof.cnn_profile)
+    val = np.asarray(split["inclusion_tune_val"], dtype=np.intp)
+    model, card = load_model(model_path)
+    tried: list[dict[str, Any]] = []
+    best_mae = evaluate_windows(model, data, val, profile=base, seed=prof.seed,
+                                roi_px=roi)[1] if val.size else float("inf")
+    tried.append({"learning_rate": 0.0, "val_mae_kpa": best_mae if val.size else None,
+                  "epochs": 0})
+    best = (model, 0.0)
+    for lr in prof.finetune_learning_rates:
+        candidate, _ = load_model(model_path)
+        torch.manual_seed(prof.seed)
+        with _progress(ctx, f"fine-tune on inclusions (lr {lr:g})") as progress:
+            result = finetune(candidate, data, epochs=prof.finetune_epochs,
+                              indices=np.asarray(split["inclusion_tune"]),
+                              validation=val if val.size else None,
+                              base_profile=replace(base, learning_rate=lr), seed=prof.seed,
+                              roi_px=roi, on_progress=progress)
+        metrics = result.metrics_dict()
+        val_mae = metrics["best"]["val_mae_kpa"] if metrics["best"] else None
+        tried.append({"learning_rate": lr, "val_mae_kpa": val_mae,
+                      "epochs": len(result.history), "best_epoch": result.best_epoch})
+        if val_mae is None or val_mae < best_mae:
+            best_mae, best = val_mae, (candidate, lr)
+    return best[0], card, {"tried": tried, "chosen_learning_rate": best[1],
+                           "validation_sequences": val.size}
+
+
+def _geometry_vs_truth(ctx: DemoContext, data: Any, indices: list[int]) -> dict[str, Any] | None:
+    """Dice (67.38 kPa) of the geometry-derived targets against the simulated truth."""
+    store = SessionStore.open(ctx.store_path)
+    if not indices or not store.has_table("truth/swei"):
+        return None
+    truth = store.table("truth/swei").array("youngs_modulus_kpa")
+    geo = np.stack([data.target_map_kpa(i) for i in indices])
+    true = np.stack([np.asarray(truth[i]) for i in indices])
+    return {"dice": dice(geo, true, threshold=DICE_THRESHOLD_KPA),
+            "max_abs_kpa": float(np.abs(geo - true).max()), "sequences": len(indices)}
+
+
 def stage_cnn(ctx: DemoContext) -> dict[str, Any]:
-    """Train on fold 0, fine-tune on half the inclusion positions ([SWEI]: 10 epochs), map the
-    held-out test sequences and the other inclusion positions, compare with ToF."""
-    import torch
-
-
+    """Train on fold 0 (plus the inclusion training blocks), fine-tune on the tune inclusion
+    positions (learning rate chosen on a validation position), map the held-out test sequences
+    and the other inclusion positions, compare with ToF per sequence and with [SWEI]'s
+    push-mean protocol; with ``unseen_concentration`` also train without that concentration."""
     depth_m, lateral_m = _grid(ctx)
     prof = ctx.profile
     split = ctx.result("tof")["split"]
-    roi = _roi_px(depth_m, lateral_m, prof.window_px)
+    roi = _centre_range(ctx, depth_m, lateral_m)
     models = ctx.out_dir / "models"
     models.mkdir(exist_ok=True)
     model_path = models / f"swei-cnn-w{prof.window_px}.safetensors"
@@ -150,29 +243,19 @@ def stage_cnn(ctx: DemoContext) -> dict[str, Any]:
         trained = run_train(ctx.store_path, window_px=prof.window_px, profile=prof.cnn_profile,
                             out_model_path=model_path, split="positions", fold=0,
                             seed=prof.seed, roi_px=roi, max_steps=prof.cnn_max_steps,
+                            extra_training_indices=split["inclusion_train"], targets="geometry",
                             on_epoch=lambda m: epochs.append(_epoch_dict(m)),
                             on_progress=progress)
-    data = load_swei_training_set(ctx.store_path)
+    data = load_swei_training_set(ctx.store_path, targets="geometry")
     held_out, inc_eval = split["test"], split["inclusion_eval"]
-    with _progress(ctx, "CNN maps (held out)") as progress:
-        run_predict(ctx.store_path, model_path=model_path, indices=held_out, tof_path=None,
-                    on_progress=progress)
-    store = SessionStore.open(ctx.store_path)
-    cnn_held = store.read_array("maps/cnn_kpa")[held_out]
+    cnn_held = _maps(ctx, model_path, held_out, "held out")
+    cnn_untuned = _maps(ctx, model_path, inc_eval, "inclusion, before fine-tuning")
 
     tuned_path = models / f"swei-cnn-w{prof.window_px}-inclusion.safetensors"
-    model, card = load_model(model_path)
-    torch.manual_seed(prof.seed)
-    with _progress(ctx, "fine-tune on inclusions") as progress:
-        finetune(model, data, epochs=prof.finetune_epochs,
-                 indices=np.asarray(split["inclusion_tune"]), base_profile=prof.cnn_profile,
-                 seed=prof.seed, roi_px=roi, on_progress=progress)
+    model, card, finetuning = _finetune_by_validation(ctx, model_path, data, split, roi)
     save_model(model, tuned_path, card=card)
-    with _progress(ctx, "CNN maps (inclusion)") as progress:
-        run_predict(ctx.store_path, model_path=tuned_path, indices=inc_eval, tof_path=None,
-                    on_progress=progress)
+    cnn_inc = _maps(ctx, tuned_path, inc_eval, "inclusion")
     store = SessionStore.open(ctx.store_path)
-    cnn_inc = store.read_array("maps/cnn_kpa")[inc_eval]
     cnn_all = store.read_array("maps/cnn_kpa")
     cnn_all[held_out] = cnn_held  # one array with both models' maps
     store = SessionStore.open(ctx.store_path, mode="a")
@@ -182,14 +265,46 @@ def stage_cnn(ctx: DemoContext) -> dict[str, Any]:
                              "models": {"held_out": model_path.name,
                                         "inclusion": tuned_path.name}})
     tof = store.read_array("maps/tof_kpa")
-    comparisons = {
+    steps = {"depth_step_m": abs(depth_m[1] - depth_m[0]),
+             "lateral_step_m": abs(lateral_m[1] - lateral_m[0])}
+    comparisons: dict[str, Any] = {
         "held_out": compare_with_tof(cnn_held, tof[held_out], data, held_out),
         "inclusion": compare_with_tof(cnn_inc, tof[inc_eval], data, inc_eval),
+        "inclusion_push_mean": push_mean_comparison(cnn_inc, tof[inc_eval], data, inc_eval,
+                                                    **steps),
+        "inclusion_push_mean_before_finetuning": push_mean_comparison(
+            cnn_untuned, tof[inc_eval], data, inc_eval, **steps),
     }
+    unseen = _unseen_concentration(ctx, data, split, roi, tof)
+    if unseen is not None:
+        comparisons["unseen_concentration"] = unseen
+        comparisons["seen_mae_kpa"] = comparisons["held_out"]["cnn"]["overall"]["mae_kpa"]
+    comparisons["verdicts"] = paper_verdicts(comparisons)
+    inclusion_all = np.flatnonzero(data.uses_map).tolist()
     return {"model": str(model_path.relative_to(ctx.out_dir)),
             "inclusion_model": str(tuned_path.relative_to(ctx.out_dir)), "roi_px": list(roi),
-            "epochs": epochs, "train_metrics": trained["metrics"],
+            "window_centres": prof.cnn_window_centres,
+            "epochs": epochs, "train_metrics": trained["metrics"], "finetuning": finetuning,
+            "geometry_targets_vs_truth": _geometry_vs_truth(ctx, data, inclusion_all),
             "held_out": held_out, "inclusion": inc_eval, "comparison": comparisons}
+
+
+def _unseen_concentration(ctx: DemoContext, data: Any, split: dict[str, Any],
+                          roi: tuple[int, int], tof: np.ndarray) -> dict[str, Any] | None:
+    """Leave-one-concentration-out: train without ``profile.unseen_concentration`` and compare
+    the CNN with ToF on that concentration's test sequences."""
+    prof = ctx.profile
+    if prof.unseen_concentration is None or not split["unseen_test"]:
+        return None
+    path = ctx.out_dir / "models" / f"swei-cnn-w{prof.window_px}-unseen.safetensors"
+    with _progress(ctx, f"train CNN without {prof.unseen_concentration:g} %") as progress:
+        run_train(ctx.store_path, window_px=prof.window_px, profile=prof.cnn_profile,
+                  out_model_path=path, split="concentration",
+                  held_out_percent=prof.unseen_concentration, seed=prof.seed, roi_px=roi,
+                  max_steps=prof.cnn_max_steps, targets="geometry", on_progress=progress)
+    test = split["unseen_test"]
+    maps = _maps(ctx, path, test, "unseen concentration")
+    return compare_with_tof(maps, tof[test], data, test)
 
 
 def _epoch_dict(metrics: Any) -> dict[str, Any]:

@@ -53,6 +53,19 @@ def youngs_modulus_kpa(gelatin_percent: float) -> float:
     return float(np.interp(gelatin_percent, c, e))
 
 
+#: Voigt shear viscosity of gelatin (Pa s) at 5 % and its rise per % of gelatin: our choice
+#: inside the 0.1-1 Pa s of PHYSICS.md (stiffer gels are more viscous); [SWEI] gives none.
+VISCOSITY_AT_5_PERCENT_PA_S = 0.1
+VISCOSITY_PER_PERCENT_PA_S = 0.04
+
+
+def gelatin_viscosity_pa_s(gelatin_percent: float) -> float:
+    """Shear viscosity (Pa s) of gelatin at ``gelatin_percent`` % (5 to 17.5): 0.1 to 0.6 Pa s."""
+    youngs_modulus_kpa(gelatin_percent)  # validates the range
+    eta = VISCOSITY_AT_5_PERCENT_PA_S + VISCOSITY_PER_PERCENT_PA_S * (gelatin_percent - 5.0)
+    return round(eta, 6)
+
+
 def shear_wave_speed_m_s(youngs_modulus_kpa: float, density_kg_m3: float = DENSITY_KG_M3) -> float:
     """Shear-wave speed c = sqrt(E / (3 rho)) in m/s of an incompressible solid."""
     if youngs_modulus_kpa <= 0:

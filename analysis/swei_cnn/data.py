@@ -23,7 +23,6 @@ from typing import Any
 import numpy as np
 import torch
 from numpy.typing import NDArray
-from scipy.ndimage import gaussian_filter
 
 from analysis.swei_cnn.dense import zscore_windows_inplace
 
@@ -270,6 +269,22 @@ class WindowDraw:
         return WindowDraw(*(getattr(self, f)[index] for f in self.__dataclass_fields__))
 
 
+def _blur_frames_inplace(window: NDArray[np.float32], sigma_px: float) -> None:
+    """Spatial Gaussian blur of each frame of a (frame, h, w) float32 window, in place.
+
+    Same result as ``scipy.ndimage.gaussian_filter(window, (0, s, s), mode="nearest")`` (kernel
+    truncated at 4 sigma, edge values repeated), as two 1-D torch convolutions: ~10x faster.
+    """
+    radius = int(4.0 * sigma_px + 0.5)
+    x = np.arange(-radius, radius + 1, dtype=np.float64)
+    kernel = np.exp(-0.5 * (x / sigma_px) ** 2)
+    kernel = torch.from_numpy((kernel / kernel.sum()).astype(np.float32))
+    t = torch.from_numpy(window).unsqueeze(1)  # (frame, 1, h, w), shares memory
+    padded = torch.nn.functional.pad(t, (radius, radius, radius, radius), mode="replicate")
+    rows = torch.nn.functional.conv2d(padded, kernel.view(1, 1, -1, 1))
+    t[:] = torch.nn.functional.conv2d(rows, kernel.view(1, 1, 1, -1))
+
+
 class WindowCache:
     """ROI (+ half-window margin) of selected sequences, held in memory as one float32 array.
 
@@ -326,6 +341,20 @@ class WindowCache:
             digest.update(self.windows_source[i].tobytes())
             digest.update(self.targets[i].tobytes())
         self.data_hash = digest.hexdigest()
+        # Centres inside inclusions (target differs from the sequence's background, its most
+        # common value): flat indices into the centre range, per cached sequence.
+        self.inside: list[NDArray[np.intp]] = []
+        self.outside: list[NDArray[np.intp]] = []
+        for i, s in enumerate(self.indices):
+            if not data.uses_map[s]:
+                self.inside.append(np.empty(0, dtype=np.intp))
+                self.outside.append(np.empty(0, dtype=np.intp))
+                continue
+            flat = self.targets[i].ravel()
+            values, counts = np.unique(flat, return_counts=True)
+            background = values[np.argmax(counts)]
+            self.inside.append(np.flatnonzero(flat != background))
+            self.outside.append(np.flatnonzero(flat == background))
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -335,9 +364,19 @@ class WindowCache:
         return int(self.windows_source.nbytes + self.targets.nbytes)
 
     def draw(self, rng: np.random.Generator, *, windows_per_sequence: int = 1,
-             augmentation: Augmentation | None = None) -> WindowDraw:
+             augmentation: Augmentation | None = None,
+             inside_fraction: float | None = None) -> WindowDraw:
         """Random windows for one epoch: each cached sequence ``windows_per_sequence`` times,
-        shuffled, with uniform centres in the ROI and the augmentation's random choices."""
+        shuffled, with uniform centres in the ROI and the augmentation's random choices.
+
+        ``inside_fraction`` stratifies the centres of sequences with per-pixel targets: each of
+        their windows is centred inside an inclusion with this probability (uniformly among the
+        inclusion pixels of the centre range) and in the background otherwise; sequences whose
+        centre range holds no inclusion pixel, and homogeneous ones, draw uniformly. None draws
+        every centre uniformly.
+        """
+        if inside_fraction is not None and not 0.0 <= inside_fraction <= 1.0:
+            raise ValueError(f"inside_fraction must be in [0, 1] or None, got {inside_fraction}")
         aug = augmentation if augmentation is not None else Augmentation.none()
         n = len(self) * windows_per_sequence
         seq = rng.permutation(np.repeat(np.arange(len(self)), windows_per_sequence))
@@ -345,6 +384,13 @@ class WindowCache:
         k = self.window_px
         row = rng.integers(0, r1 - r0, n)
         col = rng.integers(0, c1 - c0, n)
+        if inside_fraction is not None:
+            want_inside = rng.random(n) < inside_fraction
+            pick = rng.random(n)
+            for i in np.flatnonzero([self.inside[s].size > 0 for s in seq]):
+                pool = self.inside[seq[i]] if want_inside[i] else self.outside[seq[i]]
+                if pool.size:
+                    row[i], col[i] = divmod(int(pool[int(pick[i] * pool.size)]), c1 - c0)
         flip_depth = rng.random(n) < aug.flip_probability
         flip_lateral = rng.random(n) < aug.flip_probability
         turns = rng.integers(0, 4, n) if aug.rotate else np.zeros(n, dtype=np.intp)
@@ -372,21 +418,18 @@ class WindowCache:
             Target at each window centre.
         """
         k = self.window_px
-        n = len(draw)
-        out = np.empty((n, self.windows_source.shape[1], k, k), dtype=np.float32)
-        for i in range(n):
-            r, c = draw.row[i], draw.col[i]
-            win = self.windows_source[draw.seq[i], :, r : r + k, c : c + k]
-            if draw.flip_depth[i]:
-                win = win[:, ::-1, :]
-            if draw.flip_lateral[i]:
-                win = win[:, :, ::-1]
-            if draw.quarter_turns[i]:
-                win = np.rot90(win, int(draw.quarter_turns[i]), axes=(1, 2))
-            if draw.blur_sigma_px[i] > 0:
-                win = gaussian_filter(win, sigma=(0.0, draw.blur_sigma_px[i],
-                                                  draw.blur_sigma_px[i]), mode="nearest")
-            out[i] = win
+        # one gather for all windows: a (seq, frame, row, col, k, k) view of the cache
+        view = np.lib.stride_tricks.sliding_window_view(self.windows_source, (k, k), axis=(2, 3))
+        out = np.ascontiguousarray(view[draw.seq, :, draw.row, draw.col])  # (n, frame, k, k)
+        for flags, axis in ((draw.flip_depth, 2), (draw.flip_lateral, 3)):
+            if flags.any():
+                out[flags] = np.flip(out[flags], axis=axis)
+        for turns in (1, 2, 3):
+            sel = draw.quarter_turns == turns
+            if sel.any():
+                out[sel] = np.rot90(out[sel], turns, axes=(2, 3))
+        for i in np.flatnonzero(draw.blur_sigma_px > 0):
+            _blur_frames_inplace(out[i], float(draw.blur_sigma_px[i]))
         zscore_windows_inplace(out)
         for i in np.flatnonzero(draw.erase[:, 2] > 0):
             top, left, eh, ew = draw.erase[i]

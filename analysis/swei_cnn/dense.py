@@ -53,14 +53,17 @@ def zscore_windows(windows: NDArray[np.floating]) -> NDArray[np.float32]:
 
 
 def zscore_windows_inplace(w: NDArray[np.float32]) -> NDArray[np.float32]:
-    """:func:`zscore_windows` overwriting a float32 (n, frame, h, w) array; returns it."""
-    axes = (1, 2, 3)
-    mean = w.mean(axis=axes, keepdims=True, dtype=np.float64)
-    std = np.sqrt(np.square(w - mean.astype(np.float32), dtype=np.float32).mean(
-        axis=axes, keepdims=True, dtype=np.float64))
+    """:func:`zscore_windows` overwriting a float32 (n, frame, h, w) array; returns it.
+
+    Mean and population std per window by ``torch.std_mean`` (a two-pass float32 reduction, ~4x
+    faster than NumPy's float64 one on 33 px windows; the loader's throughput hangs on it).
+    """
+    if w.dtype != np.float32 or w.ndim != 4:
+        raise ValueError(f"expected a float32 (n, frame, h, w) array, got {w.dtype} {w.shape}")
+    t = torch.from_numpy(w)  # shares memory with w
+    std, mean = torch.std_mean(t, dim=(1, 2, 3), keepdim=True, correction=0)
     std[std == 0] = 1.0
-    w -= mean.astype(np.float32)
-    w /= std.astype(np.float32)
+    t.sub_(mean).div_(std)
     return w
 
 

@@ -20,6 +20,7 @@ from analysis.swei_cnn.data import (
 )
 from analysis.swei_cnn.dense import predict_map
 from analysis.swei_cnn.model import SpatioTemporalDenseNet
+from analysis.tof import nanmean_maps, smooth_map
 from lab.gelatin import DICE_THRESHOLD_KPA
 
 
@@ -126,7 +127,217 @@ def compare_with_tof(
                          "both": float(both.mean())}}
 
 
+#: [SWEI] Sec. II-B: ToF inclusion maps get a Gaussian filter "with a kernel size of 2 x 2 mm".
+#: We read the kernel size as the filter's support of +/- 2 sigma (MATLAB's ``imgaussfilt``
+#: default size 2 ceil(2 sigma) + 1), i.e. sigma = 0.5 mm.
+PAPER_TOF_KERNEL_MM = 2.0
+PAPER_TOF_SIGMA_MM = PAPER_TOF_KERNEL_MM / 4.0
+#: Holes are closed where at least this Gaussian-weighted share of the neighbourhood estimated.
+PAPER_TOF_FILL_MIN_WEIGHT = 0.25
+
+
+def region_metrics(
+    estimate_kpa: NDArray[np.floating], truth_kpa: NDArray[np.floating], *,
+    mask: NDArray[np.bool_], background_kpa: NDArray[np.floating] | float,
+    threshold_kpa: float = DICE_THRESHOLD_KPA,
+) -> dict[str, Any]:
+    """Dice and inclusion / background MAE of maps over ``mask`` ([SWEI] Table III).
+
+    Parameters
+    ----------
+    estimate_kpa, truth_kpa : ndarray, shape (n, depth, lateral)
+        Estimated and true modulus (kPa); NaN in the estimate = no estimate (outside the score).
+    mask : ndarray of bool, same shape
+        Pixels to score (e.g. where both methods estimate).
+    background_kpa : float or ndarray broadcastable to (n, 1, 1)
+        True background modulus of each map: pixels whose truth is this value are background,
+        the others are inclusion.
+    threshold_kpa : float
+        Dice threshold (67.38 kPa).
+
+    Returns
+    -------
+    dict
+        ``dice`` (over the masked pixels; None when none), ``inclusion`` and ``background``
+        MAE entries (``mae_kpa``, ``std_kpa``, ``pixels``; None when empty), ``overall``.
+    """
+    est = np.asarray(estimate_kpa, dtype=np.float64)
+    truth = np.asarray(truth_kpa, dtype=np.float64)
+    use = np.asarray(mask, dtype=bool) & np.isfinite(est)
+    if est.shape != truth.shape or use.shape != est.shape:
+        raise ValueError(f"estimate {est.shape}, truth {truth.shape} and mask {use.shape} must "
+                         "have one shape")
+    background = np.isclose(truth, np.asarray(background_kpa, dtype=np.float64))
+    return {
+        "overall": _mae(est, truth, use),
+        "inclusion": _mae(est, truth, use & ~background),
+        "background": _mae(est, truth, use & background),
+        "dice": (dice(est[use], truth[use], threshold=threshold_kpa) if use.any() else None),
+    }
+
+
+def push_mean_comparison(
+    cnn_kpa: NDArray[np.floating],
+    tof_kpa: NDArray[np.floating],
+    data: SweiTrainingSet,
+    indices: Sequence[int] | NDArray[np.intp],
+    *,
+    depth_step_m: float,
+    lateral_step_m: float,
+    tof_sigma_mm: float = PAPER_TOF_SIGMA_MM,
+    threshold_kpa: float = DICE_THRESHOLD_KPA,
+) -> dict[str, Any]:
+    """[SWEI]'s inclusion protocol: one map per probe position, the mean of its push sequences.
+
+    Per (phantom, position): the CNN map is the NaN-ignoring mean of the push sequences' maps;
+    each ToF map is first smoothed by a Gaussian (``tof_sigma_mm``, holes closed where a quarter
+    of the Gaussian neighbourhood estimated, :func:`analysis.tof.smooth_map`), then averaged.
+    Both are scored with :func:`region_metrics` on the pixels where BOTH position maps have a
+    value, against the position's true map (that of its first sequence).
+
+    Parameters
+    ----------
+    cnn_kpa, tof_kpa : ndarray, shape (n, depth, lateral)
+        Per-sequence maps of sequences ``indices`` (kPa, NaN = none).
+    data : SweiTrainingSet
+        Truth and the phantom / position of every sequence.
+    indices : sequence of int
+        Sequence index of each map row.
+    depth_step_m, lateral_step_m : float
+        Pixel spacing (m), for the Gaussian.
+    tof_sigma_mm : float
+        Gaussian standard deviation (mm); [SWEI]'s 2 x 2 mm kernel read as +/- 2 sigma.
+    threshold_kpa : float
+        Dice threshold.
+
+    Returns
+    -------
+    dict
+        ``cnn`` and ``tof`` (:func:`region_metrics` of the position maps), ``coverage`` (share
+        of pixels each method estimates on the position maps, and both), ``positions``
+        (number of position maps), ``sequences_per_position`` and ``protocol`` (the settings).
+    """
+    idx = np.asarray(indices, dtype=np.intp)
+    cnn = np.asarray(cnn_kpa, dtype=np.float64)
+    tof = np.asarray(tof_kpa, dtype=np.float64)
+    if cnn.shape != tof.shape or cnn.shape != (len(idx), *data.image_shape):
+        raise ValueError(f"CNN {cnn.shape} and ToF {tof.shape} maps must both be shaped "
+                         f"({len(idx)}, {data.image_shape[0]}, {data.image_shape[1]})")
+    units = [(int(data.phantom_index[s]), int(data.position_index[s])) for s in idx]
+    order = sorted(set(units))
+    if not order:
+        raise ValueError("push_mean_comparison needs at least one sequence")
+    cnn_pos, tof_pos, truth_pos, background, counts = [], [], [], [], []
+    for unit in order:
+        rows = [i for i, u in enumerate(units) if u == unit]
+        counts.append(len(rows))
+        cnn_pos.append(nanmean_maps(cnn[rows]))
+        tof_pos.append(nanmean_maps(np.stack([
+            smooth_map(tof[i], sigma_mm=(tof_sigma_mm, tof_sigma_mm), depth_step_m=depth_step_m,
+                       lateral_step_m=lateral_step_m, fill_min_weight=PAPER_TOF_FILL_MIN_WEIGHT)
+            for i in rows])))
+        truth = data.target_map_kpa(int(idx[rows[0]])).astype(np.float64)
+        truth_pos.append(truth)
+        background.append(_most_common(truth))
+    c, t, truth = np.stack(cnn_pos), np.stack(tof_pos), np.stack(truth_pos)
+    both = np.isfinite(c) & np.isfinite(t)
+    bg = np.asarray(background)[:, None, None]
+    return {
+        "cnn": region_metrics(c, truth, mask=both, background_kpa=bg, threshold_kpa=threshold_kpa),
+        "tof": region_metrics(t, truth, mask=both, background_kpa=bg, threshold_kpa=threshold_kpa),
+        "coverage": {"cnn": float(np.isfinite(c).mean()), "tof": float(np.isfinite(t).mean()),
+                     "both": float(both.mean())},
+        "positions": len(order),
+        "sequences_per_position": counts,
+        "protocol": {"mean_of_push_sequences": True, "tof_gaussian_sigma_mm": tof_sigma_mm,
+                     "tof_gaussian_kernel_mm": 4.0 * tof_sigma_mm,
+                     "tof_fill_min_weight": PAPER_TOF_FILL_MIN_WEIGHT,
+                     "dice_threshold_kpa": threshold_kpa, "pixels": "both methods estimate"},
+    }
+
+
 def predict_sequences(model: SpatioTemporalDenseNet, data: SweiTrainingSet,
                       indices: Sequence[int], **kwargs: Any) -> NDArray[np.float32]:
     """Maps (n, depth, lateral) of the given sequences; ``kwargs`` go to ``predict_map``."""
     return np.stack([predict_map(model, data.displacement[int(s)], **kwargs) for s in indices])
+
+
+#: [SWEI]'s figures (Sec. III): homogeneous MAE (all elasticities seen / unseen) and ToF; the
+#: inclusion phantoms' MAE inside and in the background and the Dice coefficient.
+PAPER_FIGURES: dict[str, dict[str, float]] = {
+    "homogeneous_mae_kpa": {"cnn": 5.01, "cnn_unseen": 9.99, "tof": 11.61},
+    "inclusion_mae_kpa": {"cnn": 7.50, "tof": 16.28},
+    "background_mae_kpa": {"cnn": 1.64, "tof": 11.11},
+    "dice": {"cnn": 0.93, "tof": 0.86},
+}
+
+
+def _mae_of(metrics: dict[str, Any] | None, region: str) -> float | None:
+    entry = (metrics or {}).get(region)
+    return None if entry is None else float(entry["mae_kpa"])
+
+
+def _verdict(name: str, cnn: float | None, tof: float | None, *, higher_is_better: bool,
+             paper: dict[str, float], unit: str, why_not: str) -> str:
+    if cnn is None or tof is None:
+        return f"{name}: not measured (no pixels where both methods estimate)"
+    better = cnn > tof if higher_is_better else cnn < tof
+    figures = (f"CNN {cnn:.3g}{unit} vs ToF {tof:.3g}{unit} (paper {paper['cnn']:.3g}{unit} vs "
+               f"{paper['tof']:.3g}{unit})")
+    if better:
+        return f"{name}: reproduced, the CNN is better: {figures}"
+    return f"{name}: NOT reproduced: {figures}; {why_not}"
+
+
+def paper_verdicts(comparison: dict[str, Any]) -> dict[str, str]:
+    """One sentence per [SWEI] comparison: is the paper's direction (CNN better than ToF)
+    reproduced, with the figures, and a likely reason where it is not.
+
+    ``comparison`` holds ``held_out`` (:func:`compare_with_tof` on homogeneous test maps),
+    optionally ``inclusion_push_mean`` (:func:`push_mean_comparison`) and ``unseen_concentration``
+    (:func:`compare_with_tof` of a model that never saw that concentration) and ``seen_mae_kpa``.
+    """
+    out: dict[str, str] = {}
+    held = comparison.get("held_out")
+    if held is not None:
+        cnn, tof = _mae_of(held["cnn"], "overall"), _mae_of(held["tof"], "overall")
+        text = _verdict("homogeneous MAE", cnn, tof, higher_is_better=False,
+                        paper=PAPER_FIGURES["homogeneous_mae_kpa"], unit=" kPa",
+                        why_not="undertrained network or too few training windows")
+        if cnn is not None and tof is not None and cnn > 0:
+            ratio = tof / cnn
+            target = PAPER_FIGURES["homogeneous_mae_kpa"]["tof"] / PAPER_FIGURES[
+                "homogeneous_mae_kpa"]["cnn"]
+            text += (f"; ratio ToF/CNN {ratio:.2f} (paper {target:.2f}: "
+                     f"{'reached' if ratio >= 0.99 * target else 'not reached'})")
+        out["homogeneous"] = text
+    inc = comparison.get("inclusion_push_mean")
+    if inc is not None:
+        reason_dice = ("the CNN under-estimates the inclusion contrast (it reads the background's "
+                       "temporal signature across the interface) or ToF benefits from the "
+                       "smoothing and the 2-D simulation")
+        out["inclusion_dice"] = _verdict(
+            "inclusion Dice (push mean)", inc["cnn"]["dice"], inc["tof"]["dice"],
+            higher_is_better=True, paper=PAPER_FIGURES["dice"], unit="", why_not=reason_dice)
+        out["inclusion_mae"] = _verdict(
+            "inclusion MAE (push mean)", _mae_of(inc["cnn"], "inclusion"),
+            _mae_of(inc["tof"], "inclusion"), higher_is_better=False,
+            paper=PAPER_FIGURES["inclusion_mae_kpa"], unit=" kPa", why_not=reason_dice)
+        out["background_mae"] = _verdict(
+            "background MAE (push mean)", _mae_of(inc["cnn"], "background"),
+            _mae_of(inc["tof"], "background"), higher_is_better=False,
+            paper=PAPER_FIGURES["background_mae_kpa"], unit=" kPa",
+            why_not="the fine-tuned CNN trades background accuracy for inclusion contrast")
+    unseen = comparison.get("unseen_concentration")
+    if unseen is not None:
+        cnn, tof = _mae_of(unseen["cnn"], "overall"), _mae_of(unseen["tof"], "overall")
+        paper = {"cnn": PAPER_FIGURES["homogeneous_mae_kpa"]["cnn_unseen"],
+                 "tof": PAPER_FIGURES["homogeneous_mae_kpa"]["tof"]}
+        text = _verdict("unseen-concentration MAE", cnn, tof, higher_is_better=False,
+                        paper=paper, unit=" kPa",
+                        why_not="too few concentrations to interpolate between")
+        seen = comparison.get("seen_mae_kpa")
+        if cnn is not None and seen:
+            text += f"; unseen / seen CNN MAE {cnn / seen:.2f} (issue target <= 2)"
+        out["unseen_concentration"] = text
+    return out

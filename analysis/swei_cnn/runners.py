@@ -11,11 +11,12 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Any, Literal
 
 import numpy as np
 import torch
+from numpy.typing import NDArray
 
 from analysis.swei_cnn.data import (
     DEFAULT_ROI_PX,
@@ -29,8 +30,9 @@ from analysis.swei_cnn.evaluate import compare_with_tof, map_metrics
 from analysis.swei_cnn.io import ModelCard, load_model, save_model
 from analysis.swei_cnn.model import swei_cnn
 from analysis.swei_cnn.synthetic import homogeneous_data_set
+from analysis.swei_cnn.targets import inclusion_target_map
 from analysis.swei_cnn.train import EpochMetrics, ProfileName, train
-from lab.gelatin import GELATIN_YOUNGS_MODULUS_KPA
+from lab.gelatin import GELATIN_YOUNGS_MODULUS_KPA, youngs_modulus_kpa
 from lab.store import ArraySpec, SessionStore, StoreError
 
 __all__ = [
@@ -44,8 +46,39 @@ __all__ = [
 MAP_PATH = "maps/cnn_kpa"
 
 
+TargetSource = Literal["auto", "truth", "geometry"]
+
+
+class _GeometryMaps:
+    """Per-pixel targets of the inclusion sequences only, indexed like a (seq, depth, lateral)
+    array (``maps[s]`` or ``maps[s, rows, cols]``); homogeneous rows are never stored."""
+
+    def __init__(self, n: int, image_shape: tuple[int, int],
+                 maps: dict[int, NDArray[np.float32]]) -> None:
+        self.shape = (n, *image_shape)
+        self._maps = maps
+
+    def __getitem__(self, key: Any) -> NDArray[np.float32]:
+        seq, rest = (key[0], key[1:]) if isinstance(key, tuple) else (key, ())
+        return self._maps[int(seq)][rest]
+
+
+def _geometry_maps(swei: Any, phantoms: list[dict[str, Any]], uses_map: NDArray[np.bool_],
+                   modulus_kpa_of: Callable[[float], float]) -> _GeometryMaps:
+    attrs = swei.group.attrs
+    depth_m, lateral_m = np.asarray(attrs["depth_m"]), np.asarray(attrs["lateral_m"])
+    poses = swei.read("probe_pose")
+    phantom_index = swei.read("phantom_index")
+    maps = {int(s): inclusion_target_map(phantoms[int(phantom_index[s])], probe_pose=poses[s],
+                                         depth_m=depth_m, lateral_m=lateral_m,
+                                         modulus_kpa_of=modulus_kpa_of)
+            for s in np.flatnonzero(uses_map)}
+    return _GeometryMaps(len(uses_map), (depth_m.size, lateral_m.size), maps)
+
+
 def load_swei_training_set(
     store_path: str | os.PathLike[str], *, labels: Mapping[float, float] | None = None,
+    targets: TargetSource = "auto",
 ) -> SweiTrainingSet:
     """Read displacement, indices and targets of every SWEI sequence of a session store.
 
@@ -53,8 +86,11 @@ def load_swei_training_set(
     store of the same gelatin batch, :mod:`analysis.datasets`) when given, else the store's
     ``labels`` group (indentation result per gelatin concentration) when present, else the
     phantom table's ``youngs_modulus_kpa`` (NaN where an imported store does not know it).
-    Phantoms with inclusions need per-pixel targets, taken from
-    ``truth/swei/youngs_modulus_kpa`` (simulated sessions).
+    Phantoms with inclusions need per-pixel
+    targets: ``targets="truth"`` takes them from ``truth/swei/youngs_modulus_kpa`` (simulated
+    sessions), ``"geometry"`` builds them from the phantom's geometry, the probe pose of each
+    sequence and the labels (:mod:`analysis.swei_cnn.targets`; what a real lab has), ``"auto"``
+    uses the truth where the store has it and the geometry otherwise.
 
     Raises
     ------
@@ -99,12 +135,28 @@ def load_swei_training_set(
         else:
             modulus[s] = _number(phantom.get("youngs_modulus_kpa"))
         uses_map[s] = bool(phantom.get("inclusions"))
-    maps = None
+    if targets not in ("auto", "truth", "geometry"):
+        raise ValueError(f"targets must be 'auto', 'truth' or 'geometry', got {targets!r}")
+    maps: Any = None
     if uses_map.any():
-        if not store.has_table("truth/swei"):
-            raise ValueError(f"{store_path}: inclusion phantoms need per-pixel targets but the "
-                             "store has no truth/swei table")
-        maps = store.table("truth/swei").array("youngs_modulus_kpa")
+        source = targets if targets != "auto" else (
+            "truth" if store.has_table("truth/swei") else "geometry")
+        if source == "truth":
+            if not store.has_table("truth/swei"):
+                raise ValueError(f"{store_path}: targets='truth' but the store has no truth/swei "
+                                 "table (only simulated sessions do); use targets='geometry'")
+            maps = store.table("truth/swei").array("youngs_modulus_kpa")
+        else:
+            def modulus_kpa_of(percent: float) -> float:
+                if labels:
+                    key = round(percent, 3)
+                    if key not in labels:
+                        raise ValueError(f"{store_path}: an inclusion phantom holds {percent} % "
+                                         f"gelatin but the labels cover {sorted(labels)} %")
+                    return labels[key]
+                return youngs_modulus_kpa(percent)
+
+            maps = _geometry_maps(swei, phantoms, uses_map, modulus_kpa_of)
     return SweiTrainingSet(
         displacement=disp.array("displacement_m"),
         youngs_modulus_kpa=modulus,
@@ -154,6 +206,8 @@ def run_train(
     resume: bool = False,
     max_steps: int | None = None,
     model_overrides: dict[str, Any] | None = None,
+    extra_training_indices: Sequence[int] = (),
+    targets: TargetSource = "auto",
     on_epoch: Callable[[EpochMetrics], None] | None = None,
     on_progress: Callable[[int, int], None] | None = None,
     training_data: tuple[SweiTrainingSet, Split] | None = None,
@@ -165,16 +219,27 @@ def run_train(
     names the data source in the card.
 
     The network is initialised from ``seed`` (``torch.manual_seed``); under ``torch.distributed``
-    only rank 0 writes the model. Returns ``{"card": ..., "metrics": ..., "test_metrics": ...,
-    "first_step_loss": ...}`` where ``test_metrics`` are window-centre MAE figures on the split's
-    test sequences (full maps: :func:`run_predict`).
+    only rank 0 writes the model. ``extra_training_indices`` (e.g. the sequences of training
+    blocks with inclusions, which the splits leave out) join the split's training set;
+    ``targets`` chooses where inclusion targets come from (:func:`load_swei_training_set`).
+    Returns ``{"card": ..., "metrics": ..., "test_metrics": ..., "first_step_loss": ...}`` where
+    ``test_metrics`` are window-centre MAE figures on the split's test sequences (full maps:
+    :func:`run_predict`).
     """
     if training_data is not None:
         data, the_split = training_data
     else:
-        data = load_swei_training_set(store_path)
+        data = load_swei_training_set(store_path, targets=targets)
         the_split = _make_split(data, split, fold=fold, held_out_percent=held_out_percent,
                                 seed=seed)
+    extra = np.asarray(extra_training_indices, dtype=np.intp)
+    if extra.size:
+        held = set(the_split.validation.tolist()) | set(the_split.test.tolist())
+        if held & set(extra.tolist()):
+            raise ValueError("extra_training_indices overlap the split's validation/test sets")
+        the_split = replace(the_split, train=np.union1d(the_split.train, extra),
+                            description={**the_split.description,
+                                         "extra_training_sequences": int(extra.size)})
     torch.manual_seed(seed)
     model = swei_cnn(window_px, **(model_overrides or {}))  # type: ignore[arg-type]
     result = train(model, data, the_split, profile=profile, device=device, seed=seed,

@@ -21,6 +21,11 @@ a nearly incompressible Voigt solid, as a scalar wave equation with heterogeneou
   amplitude scales with voltage squared (force ~ intensity ~ V^2); the reference level gives
   peak displacements of ~25 um (17 kPa) to ~9 um (126 kPa) for 120 V, below the lag-one
   aliasing limit c / (4 f) = 51 um of a fixed-reference Loupas estimate at 7.5 MHz.
+  The push beam is attenuated on its way down: the force (proportional to the local intensity)
+  carries ``10^(-alpha f (z - z_f) / 10)`` with ``alpha`` in dB/(cm MHz) (0.5 by default, a
+  gelatin-graphite phantom; soft tissue 0.3-0.7), normalised at the focal depth so the
+  reference level above stays the force at the focus: shallower tissue is pushed harder and
+  deeper tissue less, and the force peak moves a few mm above the focus.
 - Boundaries: the probe face (depth 0) is rigid (``u = 0``: the probe does not move during the
   5 ms record); the other three sides end in absorbing sponge layers that stand for the rest of
   the 100 mm block.
@@ -34,8 +39,8 @@ frames are interpolated to the output times (linear in time) and pixel centres (
 convolution, separable), which keeps a paper-size sequence well under a second.
 
 What it does not model: the in-plane pressure coupling and the lateral displacement component
-(P-SV physics), out-of-plane (elevation) spreading (a 2-D line source), attenuation of the push
-beam with depth, heating, nonlinear elasticity.
+(P-SV physics), out-of-plane (elevation) spreading (a 2-D line source), heating, nonlinear
+elasticity.
 """
 
 from __future__ import annotations
@@ -60,6 +65,8 @@ __all__ = [
 #: Peak ARF body force (N/m^3) of a 120 V push: ~25 um peak at 17 kPa, ~9 um at 126 kPa.
 REFERENCE_FORCE_N_M3 = 1.5e5
 REFERENCE_VOLTAGE_V = 120.0
+#: Acoustic attenuation of the push beam in dB/(cm MHz) (gelatin with graphite; our choice).
+ATTENUATION_DB_CM_MHZ = 0.5
 
 ModulusMap = Callable[[NDArray[np.float64], NDArray[np.float64]], NDArray[np.floating]]
 
@@ -94,12 +101,15 @@ class ShearWaveField:
 
 def push_force_profile(
     x_m: NDArray[np.floating], z_m: NDArray[np.floating], *, push: PushSequence, probe: ProbeModel,
-    sound_speed: float = SOUND_SPEED_M_S,
+    sound_speed: float = SOUND_SPEED_M_S, attenuation_db_cm_mhz: float = ATTENUATION_DB_CM_MHZ,
 ) -> NDArray[np.float64]:
     """ARF body force of ``push`` at points (x, z), in N/m^3 (x, z broadcast; metres).
 
-    See the module notes for the beam model. The value is the force while the push is on.
+    See the module notes for the beam model. The value is the force while the push is on;
+    ``attenuation_db_cm_mhz`` (>= 0) attenuates it with depth relative to the focal depth.
     """
+    if not attenuation_db_cm_mhz >= 0:
+        raise ValueError(f"attenuation must be >= 0 dB/(cm MHz), got {attenuation_db_cm_mhz}")
     x = np.asarray(x_m, dtype=np.float64)
     z = np.asarray(z_m, dtype=np.float64)
     wavelength = sound_speed / push.frequency_hz
@@ -117,7 +127,8 @@ def push_force_profile(
     fwhm_z = 7.0 * wavelength * (zf / aperture) ** 2
     depth = np.exp(-4.0 * np.log(2.0) * ((z - zf) / fwhm_z) ** 2)
     amplitude = REFERENCE_FORCE_N_M3 * (push.voltage_v / REFERENCE_VOLTAGE_V) ** 2
-    return amplitude * lateral * depth
+    loss_db = attenuation_db_cm_mhz * (push.frequency_hz * 1e-6) * (z - zf) * 1e2
+    return amplitude * lateral * depth * 10.0 ** (-loss_db / 10.0)
 
 
 def _cubic_matrix(

@@ -137,3 +137,52 @@ def test_load_from_store(tmp_path) -> None:
 def test_roi_too_small_for_window_is_an_error() -> None:
     with pytest.raises(ValueError, match="no window centre fits"):
         WindowCache(_small_set(), [0], window_px=33)
+
+
+def _inclusion_set() -> SweiTrainingSet:
+    """One homogeneous and two inclusion sequences (40 kPa, a 100 kPa disc of 8 % of the
+    centre range), 30 x 40 px."""
+    n, h, w = 3, 30, 40
+    maps = np.full((n, h, w), 40.0, np.float32)
+    rr, cc = np.mgrid[:h, :w]
+    maps[1][(rr - 15) ** 2 + (cc - 12) ** 2 <= 16] = 100.0
+    maps[2][(rr - 10) ** 2 + (cc - 28) ** 2 <= 25] = 20.0  # a softer one
+    return SweiTrainingSet(
+        displacement=np.zeros((n, 35, h, w), np.float32), youngs_modulus_kpa=np.full(n, 40.0),
+        push_index=np.ones(n, int), position_index=np.arange(n), phantom_index=np.arange(n),
+        gelatin_percent=np.full(n, 7.5), uses_map=np.array([False, True, True]),
+        modulus_maps_kpa=maps)
+
+
+@pytest.mark.parametrize("fraction", [0.0, 0.3, 0.5, 1.0])
+def test_stratified_centres_fall_inside_inclusions_as_often_as_asked(fraction: float) -> None:
+    data = _inclusion_set()
+    cache = WindowCache(data, [0, 1, 2], window_px=5, roi_px=(30, 40))
+    r0, r1, c0, c1 = cache.roi
+    draw = cache.draw(np.random.default_rng(4), windows_per_sequence=4000,
+                      inside_fraction=fraction)
+    _, targets = cache.batch(draw.subset(np.arange(len(draw))))
+    targets = targets.numpy()
+    for s in (1, 2):
+        mine = draw.seq == s
+        inside = targets[mine] != 40.0
+        assert inside.mean() == pytest.approx(fraction, abs=0.025)
+        # background centres are spread over the whole centre range, not one spot
+        assert len(set(zip(draw.row[mine & (targets == 40.0)].tolist(),
+                           draw.col[mine & (targets == 40.0)].tolist(), strict=True))) > (
+                               100 if fraction < 1 else -1)
+    # the homogeneous sequence draws uniformly over the centre range
+    homo = draw.seq == 0
+    assert draw.row[homo].mean() == pytest.approx((r1 - r0 - 1) / 2, abs=0.6)
+    assert draw.col[homo].mean() == pytest.approx((c1 - c0 - 1) / 2, abs=0.8)
+
+
+def test_unstratified_centres_follow_the_inclusion_area() -> None:
+    data = _inclusion_set()
+    cache = WindowCache(data, [1], window_px=5, roi_px=(30, 40))
+    area = float((cache.targets[0] != 40.0).mean())
+    draw = cache.draw(np.random.default_rng(5), windows_per_sequence=8000)
+    inside = cache.targets[0][draw.row, draw.col] != 40.0
+    assert inside.mean() == pytest.approx(area, abs=0.01)
+    with pytest.raises(ValueError, match="inside_fraction"):
+        cache.draw(np.random.default_rng(5), inside_fraction=1.5)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from analysis.swei_cnn.data import SweiTrainingSet
-from analysis.swei_cnn.evaluate import compare_with_tof, map_metrics
+from analysis.swei_cnn.evaluate import compare_with_tof, map_metrics, push_mean_comparison
 from analysis.swei_cnn.runners import (
     MAP_PATH,
     load_swei_training_set,
@@ -94,3 +94,79 @@ def test_inclusion_mask_comes_from_the_truth_map_not_the_label() -> None:
     assert m["inclusion"]["pixels"] == 6
     assert m["inclusion"]["mae_kpa"] == pytest.approx(30.0)
     assert m["background"]["mae_kpa"] == 0.0 and m["background"]["pixels"] == 42
+
+
+def _inclusion_positions() -> SweiTrainingSet:
+    """One probe position of an inclusion phantom seen by three pushes: 40 kPa with a 100 kPa
+    8 x 10 px inclusion in 20 x 30 px."""
+    truth = np.full((3, 20, 30), 40.0, np.float32)
+    truth[:, 6:14, 10:20] = 100.0
+    return SweiTrainingSet(
+        displacement=np.zeros((3, 35, 20, 30), np.float32),
+        youngs_modulus_kpa=np.full(3, 40.0), push_index=np.array([1, 3, 5]),
+        position_index=np.zeros(3, int), phantom_index=np.zeros(3, int),
+        gelatin_percent=np.full(3, 7.5), uses_map=np.ones(3, bool), modulus_maps_kpa=truth)
+
+
+def test_push_mean_protocol_averages_pushes_and_closes_tof_holes() -> None:
+    data = _inclusion_positions()
+    truth = data.modulus_maps_kpa.astype(np.float64)
+    cnn = truth + np.array([6.0, -6.0, 0.0])[:, None, None]  # errors cancel in the push mean
+    cnn[:, :, :2] = np.nan  # the CNN has no estimate in the two left columns
+    tof = truth.copy()
+    tof[:, 2, 25] = np.nan  # a hole in every ToF map, in the background
+    per_seq = compare_with_tof(cnn, tof, data, [0, 1, 2])
+    assert per_seq["cnn"]["background"]["mae_kpa"] == pytest.approx(4.0)
+    result = push_mean_comparison(cnn, tof, data, [0, 1, 2], depth_step_m=2.5e-4,
+                                  lateral_step_m=2.5e-4)
+    assert result["positions"] == 1 and result["sequences_per_position"] == [3]
+    assert result["cnn"]["background"]["mae_kpa"] == pytest.approx(0.0, abs=1e-9)
+    assert result["cnn"]["inclusion"]["mae_kpa"] == pytest.approx(0.0, abs=1e-9)
+    assert result["cnn"]["dice"] == pytest.approx(1.0)
+    # the hole is closed by the Gaussian (from its 40 kPa neighbours), so ToF covers everything
+    assert result["coverage"]["tof"] == 1.0
+    assert result["coverage"]["both"] == pytest.approx(28 / 30)
+    assert result["cnn"]["overall"]["pixels"] == result["tof"]["overall"]["pixels"] == 20 * 28
+    # smoothing blurs the ToF inclusion edge (sigma 0.5 mm = 2 px): inclusion error > 0
+    assert result["tof"]["inclusion"]["mae_kpa"] > 5.0
+    assert 0.8 < result["tof"]["dice"] < 1.0
+
+
+def test_push_mean_protocol_groups_positions() -> None:
+    data = _inclusion_positions()
+    data.position_index[:] = [0, 0, 1]
+    cnn = data.modulus_maps_kpa.astype(np.float64) + np.array([2.0, 4.0, 10.0])[:, None, None]
+    result = push_mean_comparison(cnn, cnn.copy(), data, [0, 1, 2], depth_step_m=1e-4,
+                                  lateral_step_m=1e-4, tof_sigma_mm=0.0)
+    assert result["sequences_per_position"] == [2, 1]
+    # position 0 errs by 3 kPa (mean of 2 and 4), position 1 by 10 kPa: equal pixel counts
+    assert result["cnn"]["overall"]["mae_kpa"] == pytest.approx(6.5)
+    with pytest.raises(ValueError, match="must both be shaped"):
+        push_mean_comparison(cnn[:2], cnn[:2], data, [0, 1, 2], depth_step_m=1e-4,
+                             lateral_step_m=1e-4)
+
+
+def test_paper_verdicts_say_whether_the_direction_is_reproduced() -> None:
+    from analysis.swei_cnn.evaluate import paper_verdicts
+
+    def entry(mae):
+        return {"mae_kpa": mae, "std_kpa": 1.0, "pixels": 10}
+
+    comparison = {
+        "held_out": {"cnn": {"overall": entry(5.0)}, "tof": {"overall": entry(12.0)}},
+        "inclusion_push_mean": {
+            "cnn": {"dice": 0.5, "inclusion": entry(30.0), "background": entry(3.0)},
+            "tof": {"dice": 0.7, "inclusion": entry(20.0), "background": entry(9.0)}},
+        "unseen_concentration": {"cnn": {"overall": entry(14.0)}, "tof": {"overall": entry(12.0)}},
+        "seen_mae_kpa": 5.0,
+    }
+    v = paper_verdicts(comparison)
+    assert v["homogeneous"].startswith("homogeneous MAE: reproduced")
+    assert "ratio ToF/CNN 2.40 (paper 2.32: reached)" in v["homogeneous"]
+    assert "NOT reproduced" in v["inclusion_dice"] and "CNN 0.5 vs ToF 0.7" in v["inclusion_dice"]
+    assert "NOT reproduced" in v["inclusion_mae"]
+    assert v["background_mae"].startswith("background MAE (push mean): reproduced")
+    assert "NOT reproduced" in v["unseen_concentration"]
+    assert "unseen / seen CNN MAE 2.80" in v["unseen_concentration"]
+    comparison["inclusion_push_mean"]["cnn"]["background"] = None
+    assert "not measured" in paper_verdicts(comparison)["background_mae"]

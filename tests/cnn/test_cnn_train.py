@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -111,3 +113,83 @@ def test_finetune_keeps_scale_and_lowers_loss() -> None:
     assert {m.learning_rate for m in result.history} == {1e-3}
     assert float(model.target_offset_kpa) == 100.0
     assert result.history[-1].train_loss < result.history[0].train_loss
+
+
+def test_early_stopping_stops_and_restores_the_best_epoch() -> None:
+    from analysis.swei_cnn.train import evaluate_windows
+
+    data = _data(positions=2, shape=(35, 14, 16), percents=(5.0, 15.0))
+    split = _split(data, val_position=1)
+    # min_delta huge: no epoch after the first counts as better -> stop after `patience` more
+    profile = TrainingProfile("es", epochs=10, batch_size=16, learning_rate=3e-3,
+                              lr_decay_start_epoch=10, lr_decay_every=1, windows_per_sequence=2,
+                              early_stopping_patience=2, min_delta_kpa=1e6)
+    torch.manual_seed(3)
+    model = swei_cnn(5, growth_rate=4, head_hidden=8)
+    result = train(model, data, split, profile=profile, roi_px=(4, 4), seed=0)
+    assert [m.epoch for m in result.history] == [0, 1, 2]
+    assert result.stopped_early and result.best_epoch == 0
+    _, mae = evaluate_windows(model, data, split.validation, profile=profile, seed=0,
+                              roi_px=(4, 4))
+    assert mae == pytest.approx(result.history[0].val_mae_kpa, rel=1e-5)
+    assert mae != pytest.approx(result.history[-1].val_mae_kpa, rel=1e-5)
+    metrics = result.metrics_dict()
+    assert metrics["best_epoch"] == 0 and metrics["best"]["epoch"] == 0
+    # without validation nothing stops early
+    torch.manual_seed(3)
+    no_val = Split(split.train, np.array([], np.intp), np.array([], np.intp), {})
+    full = train(swei_cnn(5, growth_rate=4, head_hidden=8), data, no_val,
+                 profile=replace(profile, epochs=4), roi_px=(4, 4))
+    assert len(full.history) == 4 and not full.stopped_early and full.best_epoch is None
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1200)  # ~40 s on a quiet 2-core machine, 4 min under a load of 13
+def test_short_training_on_inclusions_beats_the_background_inside_them() -> None:
+    """Simulated shear waves in a 37.55 kPa medium with a 97.21 kPa disc: after a short training
+    with stratified windows, held-out windows inside the discs err less than the background."""
+    from drivers.ultrasound.sequences import ProbeModel, PushSequence
+    from drivers.ultrasound.sim_shear import simulate_shear_wave
+
+    probe = ProbeModel()
+    depth = 5e-3 + np.arange(24) * 3e-4
+    lateral = np.arange(40) * 3e-4 - 1e-3
+    times = 1.3e-4 + np.arange(35) / 7000.0
+    rng = np.random.default_rng(11)
+    seqs, maps = [], []
+    for _ in range(10):
+        x0, z0 = rng.uniform(2e-3, 8e-3), rng.uniform(8e-3, 9.5e-3)
+
+        def modulus(x, z, x0=x0, z0=z0):
+            return np.where((x - x0) ** 2 + (z - z0) ** 2 <= (2.2e-3) ** 2, 97.21, 37.55)
+
+        push = PushSequence(center_element=int(rng.integers(30, 40)))
+        field = simulate_shear_wave(modulus, push=push, probe=probe, times_s=times,
+                                    depth_m=depth, lateral_m=lateral, viscosity_pa_s=0.2)
+        seqs.append(field.displacement_m + rng.normal(0, 5e-8, field.displacement_m.shape))
+        maps.append(field.youngs_modulus_kpa)
+    n = len(seqs)
+    data = SweiTrainingSet(np.asarray(seqs, np.float32), np.full(n, 37.55), np.ones(n, int),
+                           np.arange(n), np.zeros(n, int), np.full(n, 7.5),
+                           uses_map=np.ones(n, bool), modulus_maps_kpa=np.asarray(maps))
+    split = Split(np.arange(8), np.arange(8, 10), np.arange(8, 10), {})
+    profile = TrainingProfile("inc", epochs=12, batch_size=32, learning_rate=3e-3,
+                              lr_decay_start_epoch=8, lr_decay_every=2, windows_per_sequence=32,
+                              inclusion_window_fraction=0.5,
+                              augmentation=Augmentation(blur_probability=0.0,
+                                                        erase_probability=0.0, rotate=False))
+    torch.manual_seed(0)
+    model = swei_cnn(9, growth_rate=4, head_hidden=16)
+    train(model, data, split, profile=profile, roi_px=(24, 40), seed=0)
+    from analysis.swei_cnn.data import WindowCache
+
+    cache = WindowCache(data, split.test, window_px=9, roi_px=(24, 40))
+    draw = cache.draw(np.random.default_rng(1), windows_per_sequence=200, inside_fraction=1.0)
+    x, y = cache.batch(draw)
+    with torch.no_grad():
+        pred = model(x).numpy()
+    y = y.numpy()
+    assert np.all(y == np.float32(97.21))  # every window is centred inside a disc
+    cnn_mae = np.abs(pred - y).mean()
+    background_mae = np.abs(37.55 - y).mean()
+    assert cnn_mae < 0.7 * background_mae, (cnn_mae, background_mae)

@@ -53,6 +53,20 @@ def test_every_stage_ran_and_report_is_complete(demo_dir: Path) -> None:
     for method in ("cnn", "tof"):
         assert math.isfinite(held[method]["overall"]["mae_kpa"])
     assert set(metrics["strain_study"]) == {"dp", "cnn"}
+    # the paper's inclusion protocol next to the per-sequence one, and a verdict per comparison
+    push_mean = metrics["cnn_vs_tof"]["inclusion_push_mean"]
+    for method in ("cnn", "tof"):
+        assert 0.0 <= push_mean[method]["dice"] <= 1.0
+        assert math.isfinite(push_mean[method]["background"]["mae_kpa"])
+    assert push_mean["positions"] == 1 and push_mean["sequences_per_position"] == [3]
+    verdicts = metrics["cnn_vs_tof"]["verdicts"]
+    assert {"homogeneous", "inclusion_dice", "inclusion_mae", "background_mae"} <= set(verdicts)
+    assert all("reproduced" in v or "not measured" in v for v in verdicts.values())
+    # inclusion targets from geometry + probe pose + labels agree with the simulated truth
+    cnn = state["stages"]["cnn"]["result"]
+    assert cnn["geometry_targets_vs_truth"]["dice"] >= 0.98
+    assert cnn["geometry_targets_vs_truth"]["sequences"] == 3 * 3  # 1 training + 2 eval block
+
     html = (demo_dir / "report.html").read_text()
     figures = sorted(p.relative_to(demo_dir).as_posix() for p in demo_dir.rglob("*.png"))
     for name in ("figures/stress_strain.png", "figures/bmode.png", "figures/displacement.png",

@@ -110,3 +110,34 @@ def test_bad_modulus_maps_are_refused() -> None:
         simulate_shear_wave(-5.0, **kw)
     with pytest.raises(ValueError, match="times_s"):
         simulate_shear_wave(37.55, **{**kw, "times_s": np.array([-1e-3])})
+
+
+def test_push_force_is_attenuated_with_depth_at_the_stated_rate() -> None:
+    from drivers.ultrasound.sim_shear import push_force_profile
+
+    zf = PUSH.focal_depth_mm * 1e-3
+    d = 4e-3
+    z = np.array([zf - d, zf, zf + d])
+    lossless = push_force_profile(X_PUSH_M, z, push=PUSH, probe=PROBE, attenuation_db_cm_mhz=0.0)
+    lossy = push_force_profile(X_PUSH_M, z, push=PUSH, probe=PROBE, attenuation_db_cm_mhz=0.5)
+    # the depth profile is symmetric about the focus, so the ratio of the two sides is the loss
+    # over 2 d: 0.5 dB/(cm MHz) x 7.5 MHz x 0.8 cm = 3 dB of intensity
+    assert lossless[0] == pytest.approx(lossless[2], rel=1e-12)
+    assert lossy[2] / lossy[0] == pytest.approx(10 ** (-3.0 / 10), rel=1e-9)
+    assert lossy[1] == pytest.approx(lossless[1], rel=1e-12)  # normalised at the focus
+    with pytest.raises(ValueError, match="attenuation"):
+        push_force_profile(X_PUSH_M, z, push=PUSH, probe=PROBE, attenuation_db_cm_mhz=-1.0)
+
+
+def test_attenuation_moves_the_push_up_without_changing_the_speed() -> None:
+    lateral = X_PUSH_M + np.array([3e-3, 6e-3])
+    depth = np.linspace(1e-3, 20e-3, 39)
+    times = np.arange(0.0, 4e-3, DT_OUT_S)
+    field = simulate_shear_wave(37.55, push=PUSH, probe=PROBE, times_s=times, depth_m=depth,
+                                lateral_m=np.array([X_PUSH_M]))
+    peak_depth = depth[np.argmax(np.abs(field.displacement_m).max(axis=0)[:, 0])]
+    assert peak_depth < PUSH.focal_depth_mm * 1e-3 - 1e-3  # the force peak sits above the focus
+    t, v, _ = _velocity_along_push_depth(37.55, lateral, 4e-3)
+    t_peak = _time_to_peak_s(v, t)
+    c = (lateral[1] - lateral[0]) / (t_peak[1] - t_peak[0])
+    assert c == pytest.approx(np.sqrt(37.55e3 / (3 * DENSITY_KG_M3)), rel=0.03)
