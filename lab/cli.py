@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -233,6 +234,8 @@ def train(
     window: Annotated[Window, typer.Option(help="window size in pixels")] = Window.w33,
     profile: Annotated[TrainProfile, typer.Option(help="quick (CPU) or paper (the paper's "
                                                        "recipe)")] = TrainProfile.quick,
+    epochs: Annotated[int | None, typer.Option(min=1, help="epochs instead of the profile's "
+                                                          "(quick 12, paper 250)")] = None,
     out: Annotated[Path | None, typer.Option(help="model file (.safetensors); default "
                                                   "STORE/models/swei-cnn-w{window}.safetensors")]
     = None,
@@ -248,8 +251,12 @@ def train(
 ) -> None:
     """Train the spatio-temporal 3D DenseNet on a store's displacement."""
     from analysis.swei_cnn.runners import run_train  # lazy: torch, ~1.1 s
+    from analysis.swei_cnn.train import get_profile  # lazy: torch, as above
 
     window_px = int(window.value)
+    recipe = get_profile(profile.value)  # type: ignore[arg-type]
+    if epochs is not None:
+        recipe = dataclasses.replace(recipe, epochs=epochs)
     # save_model creates the directory when there is a model to write (no empty models/ left).
     model_path = out or store / "models" / f"swei-cnn-w{window_px}.safetensors"
 
@@ -258,7 +265,7 @@ def train(
 
     with _store_errors(), progress_callback(f"train w{window_px} ({profile.value})") as progress:
         result = run_train(store, window_px=window_px,  # type: ignore[arg-type]
-                           profile=profile.value, out_model_path=model_path, split=split.value,
+                           profile=recipe, out_model_path=model_path, split=split.value,
                            fold=fold, held_out_percent=held_out_percent, seed=seed,
                            device=device.value, checkpoint_path=checkpoint, resume=resume,
                            on_epoch=on_epoch, on_progress=progress)
