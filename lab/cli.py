@@ -347,7 +347,9 @@ def strain(
     = CoarseEstimator.dp,
     model: Annotated[Path | None, typer.Option(
         help="flow CNN weights for --coarse cnn (see `elastolab train-flow`)")] = None,
-    png: Annotated[Path | None, typer.Option(help="directory for one PNG per pair")] = None,
+    png: Annotated[Path | None, typer.Option(help="directory for one PNG per pair (mm, signed "
+                                                  "colour bar, beside the simulated truth when "
+                                                  "the store has it)")] = None,
 ) -> None:
     """Strain images of consecutive compression frames -> strain/<coarse>/ arrays and metrics."""
     from analysis.strain.runners import run_strain  # lazy: torch, ~1.1 s
@@ -356,7 +358,9 @@ def strain(
         _fail("--coarse cnn needs --model (train one with `elastolab train-flow`)")
     with _store_errors(), progress_callback(f"strain ({coarse.value}+GLUE)") as progress:
         result = run_strain(store, coarse=coarse.value, model_path=model,  # type: ignore[arg-type]
-                            out_png_dir=png, progress=progress)
+                            progress=progress)
+    if png is not None:
+        _write_strain_pngs(store, png, coarse.value)
     from rich.table import Table as RichTable
 
     table = RichTable(title=f"{coarse.value.upper()}+GLUE strain")
@@ -368,6 +372,16 @@ def strain(
     console.print(table)
     for phantom, rate in result["failure_rate"].items():
         console.print(f"failure rate {phantom}: {100 * rate:.1f} % (NCC with the best image < 0.6)")
+
+
+def _write_strain_pngs(store_path: Path, out_dir: Path, coarse: str) -> None:
+    from lab.store_figures import strain_figures  # lazy: matplotlib costs ~0.4 s at import
+
+    with _store_errors():
+        figures = strain_figures(store_path, out_dir, methods=(coarse,),
+                                 name=f"{coarse}_{{pair}}.png")
+    truth = " beside the simulated truth" if any(f.with_truth for f in figures) else ""
+    console.print(f"{len(figures)} strain PNGs (mm){truth} in {out_dir}", highlight=False)
 
 
 @app.command("train-flow")
