@@ -140,7 +140,7 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class Monitor:
-    """The monitor of one store: page, readers and (after :meth:`serve`) an HTTP server.
+    """The monitor of one store: page, readers and (after :meth:`start`) an HTTP server.
 
     Parameters
     ----------

@@ -1,6 +1,6 @@
 """The safety guard between protocols and drivers.
 
-Protocols never hold a raw driver: :func:`guard_devices` wraps the lab's devices and hands out
+Protocols never hold a raw driver: :class:`Guard` wraps the lab's devices and hands out
 only the guarded ones. The guard enforces, below any protocol code:
 
 * **Force limits in the force-stream loop.** :class:`ForceWatchdog` wraps a force sensor; every
