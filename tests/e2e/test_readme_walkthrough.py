@@ -56,11 +56,14 @@ def test_readme_offline_walkthrough_runs_as_written(tmp_path: Path,
     shutil.copytree(ROOT / "configs", tmp_path / "configs")
     monkeypatch.chdir(tmp_path)
     runner = CliRunner()
+    output = {}
     for argv in commands:
         result = runner.invoke(app, argv)
         assert result.exit_code == 0, (f"`elastolab {shlex.join(argv)}` exited "
                                        f"{result.exit_code}:\n{result.output[-3000:]}"
                                        f"\n{result.exception!r}")
+        output[argv[0]] = result.output
+    assert "2 strain PNGs (mm) beside the simulated truth" in output["strain"]
 
     store = SessionStore.open(tmp_path / "S.zarr")
     assert verify_store(tmp_path / "S.zarr").clean
