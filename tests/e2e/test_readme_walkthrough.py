@@ -8,6 +8,7 @@ user would run them from a checkout.
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 import shutil
@@ -64,6 +65,10 @@ def test_readme_offline_walkthrough_runs_as_written(tmp_path: Path,
                                        f"\n{result.exception!r}")
         output[argv[0]] = result.output
     assert "2 strain PNGs (mm) beside the simulated truth" in output["strain"]
+    train = next(a for a in commands if a[0] == "train")
+    epochs = int(train[train.index("--epochs") + 1]) if "--epochs" in train else 12
+    card = json.loads((tmp_path / "S.zarr/models/swei-cnn-w33.json").read_text())
+    assert card["profile"]["epochs"] == epochs == len(card["metrics"]["history"])
 
     store = SessionStore.open(tmp_path / "S.zarr")
     assert verify_store(tmp_path / "S.zarr").clean
