@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -239,6 +240,8 @@ def train(
     window: Annotated[Window, typer.Option(help="window size in pixels")] = Window.w33,
     profile: Annotated[TrainProfile, typer.Option(help="quick (CPU) or paper (the paper's "
                                                        "recipe)")] = TrainProfile.quick,
+    epochs: Annotated[int | None, typer.Option(min=1, help="epochs instead of the profile's "
+                                                          "(quick 12, paper 250)")] = None,
     out: Annotated[Path | None, typer.Option(help="model file (.safetensors); default "
                                                   "STORE/models/swei-cnn-w{window}.safetensors")]
     = None,
@@ -254,8 +257,12 @@ def train(
 ) -> None:
     """Train the spatio-temporal 3D DenseNet on a store's displacement."""
     from analysis.swei_cnn.runners import run_train  # lazy: torch, ~1.1 s
+    from analysis.swei_cnn.train import get_profile  # lazy: torch, as above
 
     window_px = int(window.value)
+    recipe = get_profile(profile.value)  # type: ignore[arg-type]
+    if epochs is not None:
+        recipe = dataclasses.replace(recipe, epochs=epochs)
     # save_model creates the directory when there is a model to write (no empty models/ left).
     model_path = out or store / "models" / f"swei-cnn-w{window_px}.safetensors"
 
@@ -264,7 +271,7 @@ def train(
 
     with _store_errors(), progress_callback(f"train w{window_px} ({profile.value})") as progress:
         result = run_train(store, window_px=window_px,  # type: ignore[arg-type]
-                           profile=profile.value, out_model_path=model_path, split=split.value,
+                           profile=recipe, out_model_path=model_path, split=split.value,
                            fold=fold, held_out_percent=held_out_percent, seed=seed,
                            device=device.value, checkpoint_path=checkpoint, resume=resume,
                            on_epoch=on_epoch, on_progress=progress)
@@ -347,7 +354,9 @@ def strain(
     = CoarseEstimator.dp,
     model: Annotated[Path | None, typer.Option(
         help="flow CNN weights for --coarse cnn (see `elastolab train-flow`)")] = None,
-    png: Annotated[Path | None, typer.Option(help="directory for one PNG per pair")] = None,
+    png: Annotated[Path | None, typer.Option(help="directory for one PNG per pair (mm, signed "
+                                                  "colour bar, beside the simulated truth when "
+                                                  "the store has it)")] = None,
     max_strain: Annotated[float | None, typer.Option(
         help="largest compression expected (sets the default DP ranges; default 0.08)")] = None,
     dp_axial_range: Annotated[str | None, typer.Option(
@@ -379,8 +388,10 @@ def strain(
              "dp_lateral_range": _int_pair(dp_lateral_range, "--dp-lateral-range")}
     with _store_errors(), progress_callback(f"strain ({coarse.value}+GLUE)") as progress:
         result = run_strain(store, coarse=coarse.value, model_path=model,  # type: ignore[arg-type]
-                            out_png_dir=png, progress=progress,
+                            progress=progress,
                             **{k: v for k, v in given.items() if v is not None})
+    if png is not None:
+        _write_strain_pngs(store, png, coarse.value)
     from rich.table import Table as RichTable
 
     table = RichTable(title=f"{coarse.value.upper()}+GLUE strain")
@@ -403,6 +414,16 @@ def _int_pair(text: str | None, option: str) -> tuple[int, int] | None:
         _fail(f"{option} expects LOW,HIGH (integers), got {text!r}")
         raise
     return low, high
+
+
+def _write_strain_pngs(store_path: Path, out_dir: Path, coarse: str) -> None:
+    from lab.store_figures import strain_figures  # lazy: matplotlib costs ~0.4 s at import
+
+    with _store_errors():
+        figures = strain_figures(store_path, out_dir, methods=(coarse,),
+                                 name=f"{coarse}_{{pair}}.png")
+    truth = " beside the simulated truth" if any(f.with_truth for f in figures) else ""
+    console.print(f"{len(figures)} strain PNGs (mm){truth} in {out_dir}", highlight=False)
 
 
 @app.command("train-flow")

@@ -22,6 +22,7 @@ from lab.gelatin import DICE_THRESHOLD_KPA, youngs_modulus_kpa
 from lab.report import ReportSection, ReportTable, write_report
 from lab.report_verdicts import PROFILE_CAVEATS, section_verdict
 from lab.store import SessionStore
+from lab.store_figures import strain_figures
 
 
 def _num(value: Any) -> float:
@@ -233,31 +234,13 @@ def _strain_section(ctx: DemoContext) -> tuple[ReportSection, dict[str, Any]]:
 def _strain_figures(ctx: DemoContext) -> list[tuple[str, str]]:
     """Each session pair's strain by both methods beside the simulated truth, in mm."""
     store = SessionStore.open(ctx.store_path)
-    table = store.table("compression")
-    attrs = table.group.attrs.asdict()
-    truth = (store.table("truth/compression") if store.has_table("truth/compression")
-             else None)
-    estimates = {c: store.read_array(f"strain/{c}/axial_strain")
-                 for c in ("dp", "cnn") if f"strain/{c}/axial_strain" in store.root}
-    if not estimates or "depth_m" not in attrs:
+    if not any(f"strain/{c}/axial_strain" in store.root for c in ("dp", "cnn")):
         return []
-    pairs = store.root[f"strain/{next(iter(estimates))}/axial_strain"].attrs.get("pairs", [])
     figs = []
-    for i, (key_a, key_b) in enumerate(pairs[:4]):
-        panels = {f"{c.upper()}+GLUE": e[i] for c, e in estimates.items()}
-        if truth is not None and key_a in truth and key_b in truth:
-            true = (truth.read("axial_strain", key_b)[0] - truth.read("axial_strain", key_a)[0])
-            if true.shape == next(iter(panels.values())).shape:
-                panels["truth"] = true
-        finite = np.concatenate([p[np.isfinite(p)].ravel() for p in panels.values()])
-        peak = float(np.percentile(np.abs(finite), 99)) if finite.size else 1.0
-        path = image_panels({k: 100 * v for k, v in panels.items()},
-                            ctx.figures / f"strain-{i}.png", depth_m=attrs["depth_m"],
-                            lateral_m=attrs["lateral_m"], label="axial strain (%)",
-                            vmin=-100 * peak, vmax=100 * peak, cmap="RdBu_r",
-                            title=f"{key_a} -> {key_b.rsplit('/', 1)[-1]}")
-        figs.append((_rel(ctx, path), f"Axial strain of {key_a} -> {key_b} (%, negative = "
-                                      "compression) by both methods beside the simulated truth"))
+    for fig in strain_figures(ctx.store_path, ctx.figures, limit=4):
+        beside = " beside the simulated truth" if fig.with_truth else ""
+        figs.append((_rel(ctx, fig.path), f"Axial strain of {fig.pre_key} -> {fig.post_key} (%, "
+                                          f"negative = compression) by both methods{beside}"))
     return figs
 
 

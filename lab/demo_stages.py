@@ -326,13 +326,12 @@ def stage_strain(ctx: DemoContext) -> dict[str, Any]:
     flow_path.parent.mkdir(exist_ok=True)
     save_flow_cnn(trained.model, flow_path, card={"pairs": prof.flow_training_pairs,
                                                   "epochs": prof.flow_epochs})
-    png_dir = ctx.figures / "strain"
     results = {}
     for coarse in ("dp", "cnn"):
         with _progress(ctx, f"strain {coarse}+GLUE") as progress:
             results[coarse] = run_strain(ctx.store_path, coarse=coarse,
                                          model_path=flow_path if coarse == "cnn" else None,
-                                         out_png_dir=png_dir, progress=progress)
+                                         progress=progress)
     depth, lines = prof.study_shape
     study = failure_rate_study(model=trained.model, repeats=1, n_lines=lines,
                                depth_mm=depth * 1540 / (2 * 40e6) * 1e3,

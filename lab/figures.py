@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -85,11 +85,30 @@ def error_panels(
     """
     errors = {f"{name} - truth": np.asarray(img, float) - np.asarray(truth, float)
               for name, img in estimates.items()}
-    finite = np.concatenate([e[np.isfinite(e)] for e in errors.values()] or [np.zeros(1)])
-    peak = float(np.percentile(np.abs(finite), 99)) if finite.size else 1.0
-    peak = peak if peak > 0 else 1.0
+    peak = _symmetric_peak(errors.values())
     return image_panels(errors, path, depth_m=depth_m, lateral_m=lateral_m, label=label,
                         vmin=-peak, vmax=peak, cmap="RdBu_r", title=title)
+
+
+def strain_panels(
+    strains: Mapping[str, NDArray[np.floating]], path: Path, *, depth_m: Sequence[float],
+    lateral_m: Sequence[float], title: str = "",
+) -> Path:
+    """Axial strain images (depth, line; dimensionless) side by side in percent, axes in mm, on
+    one colour scale symmetric about zero (negative = compression: blue; NaN: grey)."""
+    percent = {name: 100 * np.asarray(img, float) for name, img in strains.items()}
+    peak = _symmetric_peak(percent.values())
+    return image_panels(percent, path, depth_m=depth_m, lateral_m=lateral_m,
+                        label="axial strain (%, negative = compression)", vmin=-peak, vmax=peak,
+                        cmap="RdBu_r", title=title)
+
+
+def _symmetric_peak(images: Iterable[NDArray[np.floating]]) -> float:
+    """99th percentile of ``|value|`` over the finite pixels of all images (1.0 when none)."""
+    finite = np.concatenate([np.abs(im[np.isfinite(im)]).ravel() for im in images]
+                            or [np.zeros(0)])
+    peak = float(np.percentile(finite, 99)) if finite.size else 0.0
+    return peak if peak > 0 else 1.0
 
 
 def _finish_xy(fig: Any, ax: Any, path: Path, *, xlabel: str, ylabel: str, title: str) -> Path:

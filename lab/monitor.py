@@ -140,7 +140,7 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class Monitor:
-    """The monitor of one store: page, readers and (after :meth:`serve`) an HTTP server.
+    """The monitor of one store: page, readers and (after :meth:`start`) an HTTP server.
 
     Parameters
     ----------
@@ -167,6 +167,7 @@ class Monitor:
         self.host, self.port = host, int(port)
         self._swei_cache: dict[str, Any] = {}
         self._swei_lock = threading.Lock()
+        self._indentation_cache = monitor_data.IndentationCache(self.store_path)
         self._plan_units: list[dict[str, Any]] | None = None  # the plan never changes
         self.readers: dict[str, Callable[[], Any]] = {
             "/api/state": partial(monitor_data.read_state, self.store_path),
@@ -184,7 +185,7 @@ class Monitor:
             plan = SessionStore.open(self.store_path, mode="r").plan or {}
             self._plan_units = plan.get("units", []) if isinstance(plan, dict) else []
         state = monitor_data.read_state(self.store_path)
-        return {**monitor_data.latest_indentation(self.store_path),
+        return {**self._indentation_cache(),
                 "running": monitor_data.running_indentation(state, self._plan_units)}
 
     def _swei(self) -> dict[str, Any]:

@@ -1,7 +1,8 @@
 """What the monitor page shows, read from a session store without writing to it.
 
-Every function opens the store read-only, reads committed records only (a runner may be appending
-at the same moment) and returns JSON-ready dicts with units in the key names. The live files of
+Every reader opens the store read-only, reads committed records only (a runner may be appending
+at the same moment) and returns JSON-ready dicts with units in the key names; the SWEI frames and
+the indentation curve are cached until a new record is committed. The live files of
 :mod:`lab.live` give status and forces; the store itself gives the latest SWEI frames, the latest
 indentation curve and the plan's probe positions. A store written before live files existed (or
 by a runner that died before writing one) still gets a state derived from its attributes.
@@ -10,6 +11,7 @@ by a runner that died before writing one) still gets a state derived from its at
 from __future__ import annotations
 
 import logging
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +20,7 @@ import numpy as np
 from analysis.displacement import loupas
 from analysis.labels import IndentationRun, fit_youngs_modulus, stress_strain
 from lab.live import LIVE_FORCE, live_path, read_json, read_state
-from lab.store import SessionStore, Table
+from lab.store import SessionStore, StoreError, Table
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +109,45 @@ def latest_indentation(store_path: Path) -> dict[str, Any]:
     if latest is None:
         return {"key": None}
     table, records = latest
+    return _indentation_curve(table, records)
+
+
+class IndentationCache:
+    """:func:`latest_indentation` that re-reads the arrays and refits only when rows were added.
+
+    The page asks every second; between records only the indentation table's commit attributes
+    are read (one small ``zarr.json``), from a store handle opened once. Thread-safe.
+
+    Attributes
+    ----------
+    reads : int
+        How many times the curve was read and fitted (tests check the cache with it).
+    """
+
+    def __init__(self, store_path: Path) -> None:
+        self._store = SessionStore.open(store_path, mode="r")
+        self._lock = threading.Lock()
+        self._rows: int | None = None
+        self._value: dict[str, Any] = {"key": None}
+        self.reads = 0
+
+    def __call__(self) -> dict[str, Any]:
+        with self._lock:
+            try:
+                table = self._store.table("indentation")  # fresh commit attributes each time
+            except StoreError:  # no indentation yet
+                return {"key": None}
+            rows = table.committed_rows
+            if rows != self._rows:
+                records = table.records  # the same snapshot as ``rows``
+                self._value = _indentation_curve(table, records) if records else {"key": None}
+                self._rows = rows
+                self.reads += 1
+            return self._value
+
+
+def _indentation_curve(table: Table, records: list[dict[str, Any]]) -> dict[str, Any]:
+    """The curve and fit of the last of ``records`` (committed records of ``table``)."""
     rec = records[-1]
     meta = rec.get("meta", {})
     i = len(records) - 1
@@ -190,4 +231,5 @@ def probe_positions(store_path: Path) -> dict[str, Any]:
     return {"blocks": blocks, "size_mm": {k: sizes.get(k) for k in blocks}}
 
 
-__all__ = ["latest_indentation", "latest_swei", "probe_positions", "read_forces", "read_state"]
+__all__ = ["IndentationCache", "latest_indentation", "latest_swei", "probe_positions",
+           "read_forces", "read_state"]

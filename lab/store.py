@@ -5,7 +5,7 @@ Layout and guarantees are documented in ``docs/dataset.md``. In short:
 * A *table* is a Zarr group whose arrays share a leading row axis (``seq`` for SWEI sequences,
   ``sample`` for indentation samples, ``pair`` for compression pairs, ...). Every array carries
   ``dimension_names`` so ``xarray.open_zarr(path, group=table)`` gives labelled arrays.
-* :meth:`SessionStore.append` adds one *record* (one unit of work: a sequence, an indentation run)
+* :meth:`Table.append` adds one *record* (one unit of work: a sequence, an indentation run)
   of ``n_rows`` rows to every array of a table. Data is written first; the record becomes visible
   only when the table's commit attributes (``committed_rows``, ``records``) are rewritten. Zarr's
   local store replaces ``zarr.json`` atomically (temp file + rename), so after an exception or a

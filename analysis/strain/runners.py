@@ -1,7 +1,8 @@
 """Store runner of strain elastography: the pipeline applied to a session's ``compression`` table.
 
 Consecutive steps of one phantom are the pre/post pairs; results (displacements, strain, metrics,
-failure rates) are written back under ``strain/<coarse>/``, optionally with one PNG per pair.
+failure rates) are written back under ``strain/<coarse>/``. Figures of them are drawn by
+:func:`lab.store_figures.strain_figures` (``elastolab strain --png``).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from numpy.typing import NDArray
 
 from analysis.metrics import failure_rate
 from analysis.strain.flownet import load_flow_cnn
-from analysis.strain.pipeline import CoarseMethod, StrainResult, estimate_strain, pair_metrics
+from analysis.strain.pipeline import CoarseMethod, estimate_strain, pair_metrics
 from lab.store import SessionStore
 
 __all__ = ["run_strain"]
@@ -45,7 +46,6 @@ def run_strain(
     *,
     coarse: CoarseMethod,
     model_path: str | Path | None = None,
-    out_png_dir: str | Path | None = None,
     progress: Callable[[int, int], None] | None = None,
     **estimate_kwargs: Any,
 ) -> dict[str, Any]:
@@ -61,7 +61,8 @@ def run_strain(
     (``[pre_key, post_key]`` per pair), per-pair ``metrics`` and the ``failure_rate`` of each
     phantom's set (NCC with the best image below 0.6, :func:`analysis.metrics.failure_rate`). If
     the store has ``truth/compression``, MSSIM and CNR are computed against the true strain
-    difference of the two steps. PNGs go to ``out_png_dir`` when given.
+    difference of the two steps. The attributes name the flow CNN by file name and SHA-256
+    (``model_file``, ``model_sha256``), never by a path of this machine.
 
     Parameters
     ----------
@@ -70,8 +71,6 @@ def run_strain(
     coarse : {"dp", "cnn"}
     model_path : path, optional
         Flow CNN weights (``.safetensors`` with its ``.json`` card); required for ``"cnn"``.
-    out_png_dir : path, optional
-        Directory for one PNG per pair.
     progress : callable(done, total), optional
         Called after each pair.
     **estimate_kwargs
@@ -84,11 +83,14 @@ def run_strain(
     """
     if coarse not in ("dp", "cnn"):
         raise ValueError(f"coarse must be 'dp' or 'cnn', got {coarse!r}")
-    model = None
+    model, model_ref = None, {"model_file": None, "model_sha256": None}
     if coarse == "cnn":
         if model_path is None:
             raise ValueError("coarse='cnn' needs model_path (a trained FlowCNN .safetensors)")
-        model, _ = load_flow_cnn(model_path)
+        model, card = load_flow_cnn(model_path)
+        # the file's name and digest, not its path: stores travel to other machines
+        model_ref = {"model_file": Path(model_path).with_suffix(".safetensors").name,
+                     "model_sha256": card.get("sha256")}
     store = SessionStore.open(store_path, mode="a")
     table = store.table("compression")
     truth = store.table("truth/compression") if store.has_table("truth/compression") else None
@@ -117,8 +119,6 @@ def run_strain(
         ax_list.append(res.axial_displacement)
         lat_list.append(res.lateral_displacement)
         strain_list.append(res.axial_strain)
-        if out_png_dir is not None:
-            _write_png(Path(out_png_dir), coarse, rec_a["key"], rec_b["key"], res)
         if progress is not None:
             progress(done, len(pairs))
 
@@ -131,7 +131,7 @@ def run_strain(
     attrs = {"pairs": keys, "metrics": metrics, "failure_rate": rates, "coarse": coarse,
              "units": "displacement in RF samples / lines; strain dimensionless (relative, "
                       "negative under compression)",
-             "model_path": str(model_path) if model_path is not None else None}
+             **model_ref}
     written = []
     for name, data in (("axial_displacement", ax_list), ("lateral_displacement", lat_list),
                        ("axial_strain", strain_list)):
@@ -154,30 +154,3 @@ def _common_valid(images: list[NDArray[np.float32]]) -> tuple[slice, slice]:
     if not finite[box].all():
         raise ValueError("the finite part of the strain images is not rectangular")
     return box
-
-
-def _write_png(out_dir: Path, coarse: str, key_a: str, key_b: str, res: StrainResult) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    name = f"{coarse}_{key_a.replace('/', '_')}__{key_b.rpartition('/')[2]}.png"
-    fig, axes = plt.subplots(1, 2, figsize=(8, 4), constrained_layout=True)
-    im0 = axes[0].imshow(res.axial_displacement, aspect="auto", cmap="viridis")
-    axes[0].set_title("axial displacement (samples)")
-    fig.colorbar(im0, ax=axes[0])
-    strain = -res.axial_strain  # show compression as positive
-    finite = strain[np.isfinite(strain)]
-    lo, hi = (np.percentile(finite, [2, 98]) if finite.size else (0.0, 1.0))
-    im1 = axes[1].imshow(strain, aspect="auto", cmap="gray", vmin=lo, vmax=hi)
-    axes[1].set_title(f"compressive strain ({coarse} + GLUE)")
-    fig.colorbar(im1, ax=axes[1])
-    for ax in axes:
-        ax.set_xlabel("line")
-        ax.set_ylabel("depth sample")
-    path = out_dir / name
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return path

@@ -49,7 +49,8 @@ class TrainResult:
         Final mean end-point error (working pixels) on the training crops, eval mode.
     profile : dict
         ``seconds_total``, ``seconds_per_epoch``, ``seconds_per_batch``, ``seconds_prepare``
-        (and ``seconds_simulate``, ``seconds_validate`` for :func:`train_default_flow_cnn`).
+        (and ``seconds_simulate``, ``seconds_validate`` for
+        :func:`~analysis.strain.synthetic.train_default_flow_cnn`).
     recipe : dict
         The settings, for the weight card.
     validation : dict

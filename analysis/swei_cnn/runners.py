@@ -31,7 +31,7 @@ from analysis.swei_cnn.io import ModelCard, load_model, save_model
 from analysis.swei_cnn.model import swei_cnn
 from analysis.swei_cnn.synthetic import homogeneous_data_set
 from analysis.swei_cnn.targets import inclusion_target_map
-from analysis.swei_cnn.train import EpochMetrics, ProfileName, train
+from analysis.swei_cnn.train import EpochMetrics, ProfileName, TrainingProfile, train
 from lab.gelatin import GELATIN_YOUNGS_MODULUS_KPA, youngs_modulus_kpa
 from lab.store import ArraySpec, SessionStore, StoreError
 
@@ -194,7 +194,7 @@ def run_train(
     store_path: str | os.PathLike[str],
     *,
     window_px: int,
-    profile: ProfileName = "quick",
+    profile: ProfileName | TrainingProfile = "quick",
     out_model_path: str | os.PathLike[str],
     split: SplitKind = "positions",
     fold: int = 0,

@@ -110,7 +110,7 @@ def build_sim_lab(
     cylinder : CylinderPhantom or None
         Cylinder under the hexapod plate; default a 7.5 % cylinder (r 10 mm, l0 40 mm).
     faults : FaultConfig or None
-        Faults to inject (mutable later through ``lab.faults``).
+        Faults to inject (mutable later through the returned ``SimLab.faults``).
     gcs_client : {"socket", "pipython"}
         How the hexapod driver talks GCS: our socket client or PI's pipython.
     robot_limits : RobotLimits or None

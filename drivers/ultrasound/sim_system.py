@@ -1,4 +1,5 @@
-"""Simulated ultrasound system: the :class:`UltrasoundSystem` role on top of the simulated world.
+"""Simulated ultrasound system: the :class:`~drivers.ultrasound.base.UltrasoundSystem` role on
+top of the simulated world.
 
 What it models: the probe sits where the simulated world says (``world.probe_contact()``); the
 image plane sees the phantom's modulus map at ``(lateral_offset_mm + lateral_mm,

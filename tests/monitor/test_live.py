@@ -240,6 +240,33 @@ def test_state_without_live_files_and_stale_records(finished_store, tmp_path):
     assert stale["stale"] and stale["status"] == "complete"
 
 
+def test_indentation_is_reread_only_when_rows_are_added(finished_store, tmp_path):
+    import shutil
+
+    path = tmp_path / "copy.zarr"
+    shutil.copytree(finished_store, path)
+    cache = monitor_data.IndentationCache(path)
+    first = cache()
+    assert first == monitor_data.latest_indentation(path) and first["key"] == "cyl-17.5"
+    for _ in range(3):  # the page polls every second: no re-read while nothing is committed
+        assert cache() is first
+    assert cache.reads == 1
+    table = SessionStore.open(path, mode="a").table("indentation")
+    rec = table.records[0]
+    table.append("cyl-again", {name: table.read(name, 0) for name in table.schema},
+                 rec["meta"])  # another runner process commits a record
+    second = cache()
+    assert cache.reads == 2 and second["key"] == "cyl-again" and second["records"] == 3
+    assert cache() is second and cache.reads == 2
+
+
+def test_indentation_cache_before_the_first_record(tmp_path):
+    path = tmp_path / "s.zarr"
+    SessionStore.create(path)
+    cache = monitor_data.IndentationCache(path)
+    assert cache() == {"key": None} and cache.reads == 0
+
+
 def test_monitor_reads_a_store_while_it_is_written(tmp_path):
     gate = tmp_path / "gate"
     gate.mkdir()

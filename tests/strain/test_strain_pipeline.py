@@ -1,4 +1,5 @@
-"""Inclusion contrast, the store runner, the flow CNN (save/load, training) and the study."""
+"""Inclusion contrast, the store runner and its figures, the flow CNN (save/load, training), the
+study."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import json
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from analysis.metrics import cnr
 from analysis.strain.flownet import (
@@ -21,7 +23,9 @@ from analysis.strain.synthetic import failure_rate_study, simulate_training_pair
 from analysis.strain.train import train_flow_cnn
 from drivers.sim.phantom import BlockPhantom, Inclusion
 from drivers.ultrasound.sim_compression import simulate_compression_pair, simulate_rf_frame
+from lab import figures
 from lab.store import ArraySpec, SessionStore
+from lab.store_figures import strain_figures
 
 INCLUSION = BlockPhantom("inc", 7.5, size_mm=(24.0, 24.0, 24.0), speckle_seed=4,
                          inclusions=(Inclusion(0.0, 5.0, 2.0, 17.5),))
@@ -76,10 +80,9 @@ def _make_store(tmp_path, n_steps: int = 3):
     return store
 
 
-def test_run_strain_writes_arrays_metrics_and_pngs(tmp_path) -> None:
+def test_run_strain_writes_arrays_and_metrics(tmp_path) -> None:
     _make_store(tmp_path)
-    out = run_strain(tmp_path / "s.zarr", coarse="dp", out_png_dir=tmp_path / "png",
-                     max_strain=0.03)
+    out = run_strain(tmp_path / "s.zarr", coarse="dp", max_strain=0.03)
     assert out["pairs"] == [["inc/step00", "inc/step01"], ["inc/step01", "inc/step02"]]
     store = SessionStore.open(tmp_path / "s.zarr")
     strain = store.read_array("strain/dp/axial_strain")
@@ -96,13 +99,61 @@ def test_run_strain_writes_arrays_metrics_and_pngs(tmp_path) -> None:
         assert np.mean(step[finite]) == pytest.approx(-0.009, abs=0.001)
     assert attrs["metrics"][0]["mssim"] > 0.5  # measured 0.589
     assert "inc" in attrs["failure_rate"]
-    assert len(list((tmp_path / "png").glob("dp_*.png"))) == 2
     with pytest.raises(ValueError, match="model_path"):
         run_strain(tmp_path / "s.zarr", coarse="cnn")
 
 
-TINY_CFG = FlowConfig(channels=(8, 8, 8), strides=((2, 1), (2, 2), (2, 2)), coarse_search=(3, 1),
-                      search=(1, 1), estimator_width=8)
+def test_strain_figures_in_mm_with_signed_scale_beside_the_truth(tmp_path, monkeypatch) -> None:
+    _make_store(tmp_path)
+    run_strain(tmp_path / "s.zarr", coarse="dp", max_strain=0.03)
+    drawn = []
+    real = figures.image_panels
+
+    def spy(images, path, **kw):
+        drawn.append((dict(images), kw))
+        return real(images, path, **kw)
+
+    monkeypatch.setattr(figures, "image_panels", spy)
+    out = strain_figures(tmp_path / "s.zarr", tmp_path / "png", methods=("dp", "cnn"),
+                         name="dp_{pair}.png")
+    assert [f.path.name for f in out] == ["dp_inc_step00__step01.png", "dp_inc_step01__step02.png"]
+    assert all(f.with_truth for f in out)
+    store = SessionStore.open(tmp_path / "s.zarr")
+    truth = store.table("truth/compression").read("axial_strain")
+    estimate = store.read_array("strain/dp/axial_strain")
+    attrs = store.table("compression").group.attrs
+    for k, (images, kw) in enumerate(drawn):
+        assert list(images) == ["DP+GLUE", "simulated truth"]  # no cnn in the store: left out
+        # percent, the truth being the step's strain difference
+        np.testing.assert_allclose(images["simulated truth"], 100 * (truth[k + 1] - truth[k]),
+                                   rtol=1e-6)
+        np.testing.assert_allclose(images["DP+GLUE"], 100 * estimate[k], rtol=1e-6)
+        assert kw["vmin"] == -kw["vmax"] and kw["vmax"] > 0.5  # signed, ~1 % steps
+        assert kw["cmap"] == "RdBu_r" and "%" in kw["label"]
+        assert kw["depth_m"] == list(attrs["depth_m"]) and kw["lateral_m"] == list(
+            attrs["lateral_m"])
+    for f in out:
+        with Image.open(f.path) as im:
+            im.verify()
+    # the axes: mm from the grid in metres, depth downwards
+    assert figures._extent_mm([0.0, 0.01], [-0.005, 0.005]) == [-5.0, 5.0, 10.0, 0.0]
+    with pytest.raises(ValueError, match="elastolab strain"):
+        strain_figures(tmp_path / "s.zarr", tmp_path / "png", methods=("cnn",))
+
+
+def test_run_strain_names_the_model_without_a_local_path(tmp_path) -> None:
+    _make_store(tmp_path, n_steps=2)
+    weights = save_flow_cnn(flow_cnn(**TINY_KW), tmp_path / "deep" / "dir" / "m")
+    _, card = load_flow_cnn(weights)
+    run_strain(tmp_path / "s.zarr", coarse="cnn", model_path=weights, max_strain=0.03)
+    attrs = dict(SessionStore.open(tmp_path / "s.zarr").root["strain/cnn/axial_strain"].attrs)
+    assert attrs["model_file"] == "m.safetensors" and attrs["model_sha256"] == card["sha256"]
+    assert str(tmp_path) not in json.dumps(attrs) and "model_path" not in attrs
+
+
+TINY_KW = dict(channels=(8, 8, 8), strides=((2, 1), (2, 2), (2, 2)), coarse_search=(3, 1),
+               search=(1, 1), estimator_width=8)
+TINY_CFG = FlowConfig(**TINY_KW)
 
 
 @pytest.fixture(scope="module")
@@ -124,8 +175,7 @@ def test_training_is_seeded_and_learns(tiny_pairs) -> None:
 
 
 def test_weights_round_trip_and_hash_check(tmp_path, tiny_pairs) -> None:
-    model = flow_cnn(channels=(8, 8, 8), strides=((2, 1), (2, 2), (2, 2)), coarse_search=(3, 1),
-                     search=(1, 1), estimator_width=8)
+    model = flow_cnn(**TINY_KW)
     path = save_flow_cnn(model, tmp_path / "m", card={"note": "test"})
     assert path.suffix == ".safetensors"
     loaded, card = load_flow_cnn(path)
