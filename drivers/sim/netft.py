@@ -33,6 +33,7 @@ import numpy as np
 
 from drivers.force import rdt
 from drivers.sim.world import SensorName, SimWorld
+from lab.clock import GRID_TOLERANCE
 
 
 @dataclass
@@ -229,15 +230,22 @@ class NetFtSimServer:
         if self.sensor in faults.malformed_replies:
             payload = payload[:-3] + b"\xff"  # wrong length: a real client must discard it
         sock = self._sock
-        if sock is not None:
+        if sock is None:
+            return
+        for _ in range(2):
             try:
                 sock.sendto(payload, addr)
-            except ConnectionRefusedError:  # an earlier record hit a closed port
+            except ConnectionRefusedError:
+                # The socket reports an ICMP error of an EARLIER datagram (maybe to another
+                # client whose port is gone): expire those streams, then send this record again.
                 self._expire_unreachable()
-                return
+                if addr not in self._streams:
+                    return
+                continue
             except OSError:
                 return  # client gone: UDP does not care
             self.records_sent += 1
+            return
 
     def _record(self, t_s: float) -> rdt.RdtRecord:
         force, torque, saturated = self.world.sensor_wrench(self.sensor, t_s)
@@ -269,9 +277,9 @@ class NetFtSimServer:
             budget = self.max_records_per_advance
             for addr, stream in list(self._streams.items()):
                 # sample k is due at t_start + k * period; send those in (t_from, t_to]. The
-                # tolerance (a millionth of a period, as the driver's) absorbs the round-off of
-                # a clock advanced by many small sleeps (1e-9 was lost after ~17 000 of 5 ms).
-                k_last = math.floor((t_to_s - stream.t_start_s) / period + _DUE_TOLERANCE)
+                # tolerance is the clock's grid tolerance (lab.clock.GRID_TOLERANCE), so what the
+                # force watch waits for at a grid point has been sent.
+                k_last = math.floor((t_to_s - stream.t_start_s) / period + GRID_TOLERANCE)
                 while stream.index <= k_last and stream.remaining != 0:
                     if budget > 0:
                         self._emit(addr, stream, stream.t_start_s + stream.index * period)
@@ -285,8 +293,6 @@ class NetFtSimServer:
                     self._streams.pop(addr, None)
 
 
-#: A record counts as due within this share of a period before its time (float round-off).
-_DUE_TOLERANCE = 1e-6
 
 #: Linux socket options to read ICMP errors of an unconnected UDP socket (None elsewhere).
 _IP_RECVERR: int | None = getattr(socket, "IP_RECVERR", 11 if sys.platform == "linux" else None)
