@@ -116,6 +116,8 @@ class ForceWatch:
         self.set_limit(limit_n)
         self._stops: list[Callable[[], None]] = []
         self._cond = threading.Condition()
+        #: The sensor's ``receive_pending()`` where it has one (Net F/T streaming), else None.
+        self._take_pending: Callable[[], object] | None = getattr(sensor, "receive_pending", None)
         self._pending: list[_Arrival] = []
         self._latest: _Arrival | None = None
         self._log_t: list[float] = []
@@ -347,6 +349,10 @@ class ForceWatch:
             if n_due > self._last_n:
                 self._last_n = n_due
                 horizon = t_due - GRID_TOLERANCE * self.sample_period_s
+                if self._take_pending is not None:
+                    # take what already arrived in this thread (its callback queues it): no
+                    # hand-over to the sensor's receiving thread for every sample
+                    self._take_pending()
                 with self._cond:
                     arrived = self._cond.wait_for(
                         lambda: any(a.sample.t_s >= horizon for a in self._pending),
