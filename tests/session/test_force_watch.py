@@ -163,3 +163,28 @@ def test_wall_clock_watch_stops_motion_then_raises(fault):
             watch.latest()
     finally:
         watch.stop()
+
+
+def test_watch_on_the_simulated_net_ft_never_goes_stale_over_long_runs():
+    """A demo indentation is ~63 000 samples at 200 Hz. The simulated Net F/T and the watch's
+    clock grid must agree on what is due after tens of thousands of small clock steps (they
+    used different round-off tolerances and the watch tripped 'stale' after ~17 000)."""
+    from drivers.sim.lab import build_sim_lab
+
+    clock = SimClock()
+    lab = build_sim_lab(seed=1, clock=clock, rdt_rate_hz=200.0)
+    try:
+        watch = ForceWatch(lab.indenter_sensor, limit_n=2.0, clock=clock, sample_rate_hz=200.0)
+        watch.watch_motion_of(lambda: True)  # wait for every sample, as during a drive
+        remove = clock.on_advance(watch.on_clock)
+        watch.start()
+        try:
+            for _ in range(20_000):
+                clock.sleep(0.005)
+            assert watch.tripped is None
+            assert watch.log_size() >= 20_000
+        finally:
+            remove()
+            watch.stop()
+    finally:
+        lab.close()
