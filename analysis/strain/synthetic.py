@@ -24,7 +24,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from numpy.typing import NDArray
 
 from analysis.strain.flownet import FlowCNN
 from analysis.strain.study import StudyCase, StudyResult, evaluate_study
@@ -32,8 +31,8 @@ from analysis.strain.train import TrainResult, train_flow_cnn, validate_flow_cnn
 from drivers.sim.phantom import BlockPhantom, Inclusion
 from drivers.ultrasound.sim_compression import (
     CompressionPair,
-    RfFrame,
     add_psnr_noise,
+    pair_from_frames,
     simulate_compression_pair,
     simulate_rf_frame,
 )
@@ -51,22 +50,6 @@ __all__ = [
 
 #: Line pitch of the study and of the default training frames (mm).
 LINE_PITCH_MM = 0.152
-
-
-def _pair_from_frames(pre: RfFrame, post: RfFrame, rf_pre: NDArray[np.floating],
-                      rf_post: NDArray[np.floating]) -> CompressionPair:
-    dz = post.sample_spacing_m
-    dx = post.line_spacing_m
-    return CompressionPair(
-        rf_pre=np.asarray(rf_pre, dtype=np.float32), rf_post=np.asarray(rf_post, np.float32),
-        axial_displacement_samples=(post.axial_displacement_m / dz).astype(np.float32),
-        lateral_displacement_samples=(post.lateral_displacement_m / dx).astype(np.float32),
-        axial_displacement_m=post.axial_displacement_m,
-        lateral_displacement_m=post.lateral_displacement_m,
-        axial_strain=post.axial_strain, depth_m=post.depth_m, lateral_m=post.lateral_m,
-        sampling_frequency=post.sampling_frequency, center_frequency=post.center_frequency,
-        sound_speed=post.sound_speed, applied_strain=post.applied_strain,
-    )
 
 
 def _random_phantom(rng: np.random.Generator, *, name: str, depth_mm: float, width_mm: float,
@@ -156,7 +139,7 @@ def simulate_training_pairs(
                 if psnr is not None:
                     a = add_psnr_noise(a, psnr_db=psnr, rng=rng)
                     b = add_psnr_noise(b, psnr_db=psnr, rng=rng)
-                pairs.append(_pair_from_frames(pre, post, a, b))
+                pairs.append(pair_from_frames(post, rf_pre=a, rf_post=b))
     return pairs
 
 
@@ -185,8 +168,8 @@ def validation_pairs(
         pre = simulate_rf_frame(phantom, applied_strain=0.0, **geom)  # type: ignore[arg-type]
         post = simulate_rf_frame(phantom, applied_strain=float(strain),
                                  **geom)  # type: ignore[arg-type]
-        out.append(_pair_from_frames(pre, post, add_psnr_noise(pre.rf, psnr_db=psnr_db, rng=rng),
-                                     add_psnr_noise(post.rf, psnr_db=psnr_db, rng=rng)))
+        out.append(pair_from_frames(post, rf_pre=add_psnr_noise(pre.rf, psnr_db=psnr_db, rng=rng),
+                                    rf_post=add_psnr_noise(post.rf, psnr_db=psnr_db, rng=rng)))
     return out
 
 

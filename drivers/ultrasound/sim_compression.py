@@ -476,10 +476,17 @@ from drivers.sim.phantom import BlockPhantom
     pre = simulate_rf_frame(phantom, applied_strain=0.0, **common)  # type: ignore[arg-type]
     post = simulate_rf_frame(phantom, applied_strain=applied_strain,
                              **common)  # type: ignore[arg-type]
+    return pair_from_frames(post, rf_pre=pre.rf, rf_post=post.rf)
+
+
+def pair_from_frames(post: RfFrame, *, rf_pre: NDArray[np.floating],
+                     rf_post: NDArray[np.floating]) -> CompressionPair:
+    """A :class:`CompressionPair` of RF ``rf_pre`` -> ``rf_post`` with the truth of the
+    post-compression frame ``post`` (displacements also in samples / lines, float32 RF)."""
     dz = post.sample_spacing_m
     dx = post.line_spacing_m
     return CompressionPair(
-        rf_pre=pre.rf, rf_post=post.rf,
+        rf_pre=np.asarray(rf_pre, dtype=np.float32), rf_post=np.asarray(rf_post, np.float32),
         axial_displacement_samples=(post.axial_displacement_m / dz).astype(np.float32),
         lateral_displacement_samples=(post.lateral_displacement_m / dx).astype(np.float32),
         axial_displacement_m=post.axial_displacement_m,
