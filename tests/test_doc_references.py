@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("lab", "drivers", "protocols", "analysis")
 FOLDERS = (*PACKAGES, "tests", "bench", "configs", "docs")
 #: Paths mentioned on purpose that a checkout does not hold: written at run time.
-GENERATED = {"bench/results"}
+GENERATED = {"bench/results"}  # and what is under it (written by the benchmarks)
 PATH_RE = re.compile(r"(?<![\w/.])((?:" + "|".join(FOLDERS) + r")/[\w./-]*\w)")
 NAME_RE = re.compile(r"`~?((?:" + "|".join(PACKAGES) + r")(?:\.\w+)+)(?:\(\))?`")
 LOCAL_RE = re.compile(r":(?:func|meth|class|attr|data|const|exc):`~?([A-Za-z_][\w.]*)`")
@@ -46,7 +46,8 @@ def stale_paths(text: str) -> list[str]:
     out = []
     for m in PATH_RE.finditer(text):
         path = m.group(1).rstrip(".")
-        if any(c in text[m.end():m.end() + 1] for c in "<*{") or path in GENERATED:
+        generated = path in GENERATED or path.startswith(tuple(g + "/" for g in GENERATED))
+        if any(c in text[m.end():m.end() + 1] for c in "<*{") or generated:
             continue
         if not (ROOT / path).exists():
             out.append(path)
