@@ -70,6 +70,15 @@ from lab.config import (
     stiffest_contacts_n_per_m,
 )
 from lab.devices import LabDevices, build_devices
+from lab.force_journal import (
+    FORCE_LOG,
+    Drained,
+    ForceJournal,
+    append_force_record,
+    journal_path,
+    merge_drained,
+    recover_journal,
+)
 from lab.gelatin import youngs_modulus_kpa
 from lab.live import LiveState
 from lab.logs import attach_log_file, console, detach_log_file
@@ -77,7 +86,7 @@ from lab.provenance import plan_hash, utc_now
 from lab.safety import ContactZone, Guard, SafetyError
 from lab.session_lock import runner_lock
 from lab.session_progress import SessionConsole
-from lab.store import ArraySpec, SessionStore, StoreError
+from lab.store import SessionStore, StoreError
 from protocols import compression, indentation, swei
 from protocols.common import MOTION_TIMEOUT_S
 from protocols.params import IndentationParams
@@ -87,7 +96,6 @@ log = logging.getLogger(__name__)
 
 Status = Literal["running", "paused", "complete", "failed"]
 INTERRUPTIONS = "interruptions"
-FORCE_LOG = "force_log"
 #: Tables that are logs of attempts, not results: never rolled back.
 _NOT_ROLLED_BACK = frozenset({FORCE_LOG})
 #: Clock seconds to wait before redoing a unit after a fault.
@@ -95,7 +103,6 @@ RETRY_DELAY_S = 2.0
 #: Speeds of make-safe retracts.
 SAFE_LIFT_SPEED_M_S = 0.01
 SAFE_LIFT_ACCELERATION_M_S2 = 0.1
-SENSOR_CODES = {"probe_sensor": 0, "indenter_sensor": 1}
 #: Force samples kept in memory before they are written to ``force_log`` mid-attempt (so a
 #: killed attempt leaves its evidence up to the last flush).
 FORCE_LOG_FLUSH_SAMPLES = 1000
@@ -300,6 +307,9 @@ class SessionRunner:
         self.guard: Guard | None = None
         self.lab: LabDevices | None = None
         self._current: tuple[Unit, int] | None = None  # unit attempt under way
+        self._unit_index = {u.unit_id: i for i, u in enumerate(plan.units)}
+        self._journal: ForceJournal | None = None
+        self._unlogged: Drained = {}  # drained samples whose force_log record failed
         self._log_handler: logging.Handler | None = None
 
     # -- bookkeeping -----------------------------------------------------------------------------
@@ -318,28 +328,30 @@ class SessionRunner:
             dropped += table.truncate(min(counts.get(name, 0), len(table)))
         return dropped
 
+    def _limits_of(self, unit_id: str) -> dict[str, float]:
+        """Force limits (N) the guard applies during ``unit_id`` (see ``Guard.set_mode``)."""
+        safety = self.config.safety
+        kind = self.plan.units[self._unit_index[unit_id]].kind
+        return {"probe_sensor": (safety.compression_force_max_n if kind == "compression"
+                                 else safety.probe_force_max_n),
+                "indenter_sensor": safety.indentation_force_limit_n}
+
+    def _recover_force_journal(self) -> int:
+        """Samples of a killed run that only the force journal holds go to ``force_log``."""
+        return recover_journal(self.store, self.plan.unit_ids(), limits_of=self._limits_of)
+
     def _log_attempt(self, unit: Unit, attempt: int, outcome: str) -> None:
-        assert self.guard is not None
+        assert self.guard is not None and self._journal is not None
         self.live.collect_forces()  # the monitor's ring sees every sample before the drain
-        logs = self.guard.drain_force_log()
-        t = np.concatenate([v[0] for v in logs.values()])
-        if t.size == 0:
-            return
-        f = np.concatenate([v[1] for v in logs.values()])
-        code = np.concatenate([np.full(v[0].size, SENSOR_CODES[k], np.int8)
-                               for k, v in logs.items()])
-        table = self.store.require_table(FORCE_LOG, row_dim="sample", arrays=[
-            ArraySpec("t_s", (), "float64", ("sample",), row_chunk=8192),
-            ArraySpec("force_n", (), "float32", ("sample",), row_chunk=8192),
-            ArraySpec("sensor", (), "int8", ("sample",), row_chunk=8192),
-        ], attrs={"sensors": SENSOR_CODES, "description": "every force sample the safety "
-                  "watchdogs read, one record per unit attempt (faults included)"})
-        key = f"{len(table):05d}:{unit.unit_id}"
-        table.append(key, {"t_s": t, "force_n": f, "sensor": code},
-                     {"unit_id": unit.unit_id, "attempt": attempt, "outcome": outcome,
-                      "limits_n": self.guard.limits_n,
-                      "max_force_n": {k: float(v[1].max()) if v[1].size else None
-                                      for k, v in logs.items()}})
+        with self._journal.drain(self.guard.drain_force_log) as (drained, generation):
+            logs = merge_drained(self._unlogged, drained)
+            self._unlogged = logs  # kept until committed (a failed write loses nothing)
+            append_force_record(self.store, logs, {
+                "unit_id": unit.unit_id, "attempt": attempt, "outcome": outcome,
+                "limits_n": self.guard.limits_n, "journal": generation}, unit_id=unit.unit_id)
+            self._unlogged = {}
+        if outcome != "partial":
+            self._journal.end_attempt()
 
     def _report(self, **fields: Any) -> None:
         self.live.report(**fields)
@@ -457,6 +469,12 @@ class SessionRunner:
             self._log_handler = None
 
     def _close_devices(self) -> None:
+        journal, self._journal = self._journal, None
+        if journal is not None:  # what no record holds after a clean end is between units,
+            try:                 # unless a record failed: then resume recovers it
+                journal.close(discard=not self._unlogged)
+            except OSError as exc:
+                log.error("closing the force journal: %s", exc)
         guard, lab, self.guard, self.lab = self.guard, self.lab, None, None
         for close in (guard.close if guard else None, lab.close if lab else None):
             if close is None:
@@ -516,21 +534,27 @@ class SessionRunner:
         done = set(completed)
         todo = [u for u in self.plan.units if u.unit_id not in done]
         total = len(self.plan.units)
+        recovered = self._recover_force_journal()
         if not todo:
             return self._finish("complete", "all units were already complete", len(completed))
         dropped = self._rollback(counts)
-        if dropped:
-            log.warning("discarded %d records of an interrupted unit", dropped)
+        if dropped or recovered:
+            if dropped:
+                log.warning("discarded %d records of an interrupted unit", dropped)
             self.store.append_event(INTERRUPTIONS, {"kind": "resume", "discarded_records": dropped,
+                                                    "recovered_force_samples": recovered,
                                                     "next_unit": todo[0].unit_id})
         log.info("session %r: %d of %d units to do (about %.0f s of lab time)", self.config.name,
                  len(todo), total, sum(u.estimated_s for u in todo))
+        self._journal = ForceJournal.start(journal_path(self.store.path))
         try:
             self.lab = self._factory(self.config)
             self.guard = build_guard(self.lab, self.config, self.plan.layout)
         except DeviceError as exc:
             return self._finish("failed", f"could not connect the lab: {exc}", len(completed),
                                 event={"kind": "fault", "error": str(exc), "unit": None})
+        self._journal.follow(self.guard.force_log_view)
+        self._journal.attach(self.lab.clock)
         self.live.start(completed=completed, guard=self.guard, resumed=bool(completed))
         try:
             with SessionConsole(self.live, console=console, enabled=self._show) as view:
@@ -570,6 +594,8 @@ class SessionRunner:
         while True:
             self._rollback(counts)
             self._current = (unit, attempt)
+            assert self._journal is not None
+            self._journal.begin_attempt(self._unit_index[unit.unit_id], attempt)
             try:
                 if rearm or self.guard.tripped is not None:
                     self.guard.arm()  # the links were reopened: restart the force streams

@@ -8,7 +8,12 @@ Usage: ``session_child.py run CONFIG_JSON STORE [KILL]`` or ``session_child.py r
 * ``progress:N``      - right after the N-th progress update (between two units);
 * ``clock:T``         - when the virtual clock passes T seconds (in the middle of a motion);
 * ``staging``         - while the new store is being prepared, before it becomes visible;
-* ``created``         - right after the new store became visible (before the runner started).
+* ``created``         - right after the new store became visible (before the runner started);
+* ``journal:N``       - right after the N-th write to the force journal;
+* ``journal-torn:N``  - inside the N-th write to the force journal (half of it written).
+
+With ``SESSION_CHILD_SEEN=PATH`` in the environment, the child writes ``{watch name: t_s of the
+last force sample it checked}`` to PATH just before it kills itself (the test's side channel).
 """
 
 from __future__ import annotations
@@ -21,15 +26,33 @@ from typing import Any
 
 import zarr
 
+from lab import force_journal
 from lab import store as store_module
 from lab.config import parse_config
 from lab.devices import build_devices
+from lab.force_watch import ForceWatch
 from lab.session import resume_session, run_session
 from lab.store import SessionStore
 
+_SEEN: dict[str, float] = {}
+
 
 def _die() -> None:
+    seen_path = os.environ.get("SESSION_CHILD_SEEN")
+    if seen_path:
+        with open(seen_path, "w") as f:
+            json.dump(_SEEN, f)
     os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _track_seen() -> None:
+    original = ForceWatch._check
+
+    def check(self: ForceWatch, arrival: Any) -> Any:
+        _SEEN[self.name] = arrival.sample.t_s
+        return original(self, arrival)
+
+    ForceWatch._check = check  # type: ignore[method-assign]
 
 
 def _install(kill: str | None) -> Any:
@@ -77,6 +100,23 @@ def _install(kill: str | None) -> Any:
 
         store_module.os.rename = rename  # type: ignore[attr-defined]
         return None
+    if kind in ("journal", "journal-torn"):
+        writes = [0]
+        original_write = force_journal.ForceJournal._write
+
+        def write(self: force_journal.ForceJournal, data: bytes) -> None:
+            if self._fd is not None and data:
+                writes[0] += 1
+                if writes[0] == int(rest):
+                    if kind == "journal-torn":
+                        os.write(self._fd, data[:len(data) // 2 + 1])
+                    else:
+                        original_write(self, data)
+                    _die()
+            original_write(self, data)
+
+        force_journal.ForceJournal._write = write  # type: ignore[method-assign]
+        return None
     if kind == "clock":
         t_kill = float(rest)
 
@@ -95,6 +135,8 @@ def main(argv: list[str]) -> int:
         config_json, store, kill = argv[1], argv[2], (argv[3] if len(argv) > 3 else None)
     else:
         config_json, store, kill = None, argv[1], (argv[2] if len(argv) > 2 else None)
+    if os.environ.get("SESSION_CHILD_SEEN"):
+        _track_seen()
     factory = _install(kill)
     if mode == "run":
         with open(config_json) as f:

@@ -40,9 +40,11 @@ def write_toml(data: dict[str, Any], path: Path) -> Path:
     return path
 
 
-def run_child(args: list[str], *, timeout_s: float = 120.0) -> subprocess.CompletedProcess[str]:
-    """Run ``session_child.py`` with ``args`` in a fresh interpreter (repo root as cwd)."""
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+def run_child(args: list[str], *, timeout_s: float = 120.0, env: dict[str, str] | None = None
+              ) -> subprocess.CompletedProcess[str]:
+    """Run ``session_child.py`` with ``args`` in a fresh interpreter (repo root as cwd), with
+    ``env`` added to the environment."""
+    env = {**os.environ, **(env or {}), "PYTHONPATH": str(REPO)}
     return subprocess.run([sys.executable, str(CHILD), *args], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=timeout_s, check=False)
 

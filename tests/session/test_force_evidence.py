@@ -1,0 +1,233 @@
+"""kill -9 loses no force sample: the force journal holds what force_log lacks, resume moves it.
+
+The killed attempt's samples must reach ``force_log`` up to (within a sample period of) the last
+sample the killed process checked, which the child reports through a side channel.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+
+import numpy as np
+import pytest
+from session_testkit import run_child
+
+from lab.force_journal import (
+    HEADER_BYTES,
+    RECORD_BYTES,
+    SENSOR_CODES,
+    ForceJournal,
+    append_force_record,
+    journal_path,
+    read_journal,
+    recover_journal,
+)
+from lab.session import resume_session
+from lab.store import SessionStore
+from lab.verify import verify_store
+from protocols.plan import Plan
+from protocols.testing import tiny_config_dict
+
+#: Sample periods of the tiny config's watches (probe 100 Hz, indenter 50 Hz), s.
+PERIOD_S = {"probe_sensor": 0.01, "indenter_sensor": 0.02}
+
+
+@pytest.fixture
+def config_file(tmp_path):
+    data = tiny_config_dict(protocols=("indentation", "swei"), positions=2, push_elements=(48,),
+                            frames=8)
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(data))
+    return path
+
+
+def _records_of(store, unit_id, attempt):
+    """The force_log records of ``unit_id``'s ``attempt`` in the killed run: up to the one
+    recovered from the journal (a resumed run counts its attempts from 0 again)."""
+    log = store.table("force_log")
+    out = []
+    for r in log.records:
+        if r["meta"]["unit_id"] == unit_id and r["meta"]["attempt"] == attempt:
+            out.append(r)
+            if r["meta"]["outcome"] == "recovered":
+                break
+    return out
+
+
+def _assert_attempt_without_gaps(store, records, seen):
+    """The records of one killed attempt hold, per sensor, an unbroken sample sequence (no gap,
+    no duplicate) that reaches the last sample the killed process checked."""
+    log = store.table("force_log")
+    t_all, code_all = log.read("t_s"), log.read("sensor")
+    for name, code in SENSOR_CODES.items():
+        if name not in seen:
+            continue
+        t = np.concatenate([t_all[r["start"]:r["stop"]][code_all[r["start"]:r["stop"]] == code]
+                            for r in records])
+        assert t.size > 0, name
+        steps = np.diff(t)
+        period = PERIOD_S[name]
+        assert np.all(steps > 0), f"{name}: a sample is doubled"
+        # the unused sensor's stream pauses at rest: a pause is a restart, never a lost sample
+        assert np.all((steps < period * 1.001) | (steps > 5 * period)), f"{name}: a gap"
+        assert seen[name] - period * 1.001 <= t[-1] <= seen[name], (name, t[-1], seen[name])
+
+
+def _assert_complete_with_force_log(path):
+    report = verify_store(path)
+    assert report.clean, [str(p) for p in report.problems]
+    store = SessionStore.open(path)
+    plan = Plan.from_json(store.plan)
+    assert store.attrs["status"] == "complete"
+    log = store.table("force_log")
+    complete = {r["meta"]["unit_id"] for r in log.records if r["meta"]["outcome"] == "complete"}
+    assert complete == set(plan.unit_ids())
+    starts, stops = [r["start"] for r in log.records], [r["stop"] for r in log.records]
+    assert starts[0] == 0 and starts[1:] == stops[:-1] and stops[-1] == log.committed_rows
+    assert not journal_path(path).with_name("force-journal.bin.new").exists()
+    return store
+
+
+def test_kill_mid_attempt_keeps_every_sample_up_to_the_kill(tmp_path, config_file):
+    """Killed at virtual t = 9.3 s of the first cylinder's drive, long after the last partial
+    flush (1000 samples): without the journal 2-3 s of the attempt's samples are lost."""
+    store, seen_path = tmp_path / "s.zarr", tmp_path / "seen.json"
+    out = run_child(["run", str(config_file), str(store), "clock:9.3"],
+                    env={"SESSION_CHILD_SEEN": str(seen_path)})
+    assert out.returncode == -signal.SIGKILL, out.stderr
+    seen = json.loads(seen_path.read_text())
+    assert seen["indenter_sensor"] > 9.0
+    result = resume_session(store, show_progress=False, retry_delay_s=0.5)
+    assert result.status == "complete"
+    s = _assert_complete_with_force_log(store)
+    unit = Plan.from_json(s.plan).unit_ids()[0]
+    records = _records_of(s, unit, 0)
+    assert [r["meta"]["outcome"] for r in records][-1] == "recovered"
+    assert records[-1]["meta"]["limits_n"]["indenter_sensor"] == pytest.approx(
+        s.config["safety"]["indentation_force_limit_n"])
+    _assert_attempt_without_gaps(s, records, seen)
+    resume_event = next(e for e in s.events("interruptions") if e["kind"] == "resume")
+    assert resume_event["recovered_force_samples"] == records[-1]["stop"] - records[-1]["start"]
+
+
+@pytest.mark.parametrize(("kill", "in_unit"), [("journal:1", False), ("journal:40", True),
+                                              ("journal-torn:3", True),
+                                              ("journal-torn:300", True)])
+def test_kill_inside_or_after_a_journal_write(tmp_path, config_file, kill, in_unit):
+    """Killed right after the journal's first write (the streams' first samples, before the
+    first attempt), after the N-th write, or inside it (a torn record): resume completes and
+    force_log gets every sample the journal holds, in one ``recovered`` record."""
+    store, seen_path = tmp_path / "s.zarr", tmp_path / "seen.json"
+    out = run_child(["run", str(config_file), str(store), kill],
+                    env={"SESSION_CHILD_SEEN": str(seen_path)})
+    assert out.returncode == -signal.SIGKILL, out.stderr
+    content = read_journal(journal_path(store))
+    assert content is not None
+    torn = kill.startswith("journal-torn")
+    assert (content.torn_bytes > 0) == torn
+    seen = json.loads(seen_path.read_text())
+    result = resume_session(store, show_progress=False, retry_delay_s=0.5)
+    assert result.status == "complete"
+    s = _assert_complete_with_force_log(store)
+    recovered = [r for r in s.table("force_log").records if r["meta"]["outcome"] == "recovered"]
+    assert len(recovered) == 1
+    unit = Plan.from_json(s.plan).unit_ids()[0] if in_unit else None
+    assert recovered[0]["meta"]["unit_id"] == unit
+    records = _records_of(s, unit, 0 if in_unit else None)
+    if torn:  # the samples of the torn write are lost, none before it
+        seen = {}
+    _assert_attempt_without_gaps(s, records, seen)
+
+
+def test_kill_inside_the_force_log_commit_recovers_its_samples(tmp_path, config_file):
+    """Killed inside a force_log commit (rows written, index not): the record is trimmed on
+    resume, and its samples come back from the journal (none lost, none doubled)."""
+    store, seen_path = tmp_path / "s.zarr", tmp_path / "seen.json"
+    # the 1st attribute commit of the table is its creation, the 2nd its first record
+    out = run_child(["run", str(config_file), str(store), "commit:force_log:3"],
+                    env={"SESSION_CHILD_SEEN": str(seen_path)})
+    assert out.returncode == -signal.SIGKILL, out.stderr
+    seen = json.loads(seen_path.read_text())
+    result = resume_session(store, show_progress=False, retry_delay_s=0.5)
+    assert result.status == "complete"
+    s = _assert_complete_with_force_log(store)
+    unit = Plan.from_json(s.plan).unit_ids()[0]
+    records = _records_of(s, unit, 0)
+    assert [r["meta"]["outcome"] for r in records] == ["partial", "recovered"]
+    _assert_attempt_without_gaps(s, records, seen)
+
+
+# -- the journal on its own ------------------------------------------------------------------------
+def _store(tmp_path):
+    return SessionStore.create(tmp_path / "j.zarr", config={}, plan=None)
+
+
+def test_journal_recovery_is_exact_idempotent_and_drops_a_torn_record(tmp_path):
+    store = _store(tmp_path)
+    path = journal_path(store.path)
+    views = {"probe_sensor": ([], []), "indenter_sensor": ([], [])}
+    journal = ForceJournal.start(path)
+    journal.follow(lambda: dict(views))
+    journal.begin_attempt(1, 2)
+
+    def log(i):
+        views["probe_sensor"][0].append(0.01 * i)
+        views["probe_sensor"][1].append(0.1 * i)
+        journal.pump()
+
+    def drain():  # as the watch does: all logged samples, then new lists
+        t, f = views["probe_sensor"]
+        views["probe_sensor"] = ([], [])
+        return {"probe_sensor": (np.asarray(t), np.asarray(f, np.float32))}
+
+    for i in range(6):
+        log(i)
+    # a record of the 6 samples is committed (meta journal = the generation), then the kill
+    # comes before the new generation; 4 more samples are journalled meanwhile
+    with pytest.raises(KeyboardInterrupt), journal.drain(drain) as (logs, generation):
+        append_force_record(store, logs, {"unit_id": "u1", "attempt": 2, "outcome": "partial",
+                                          "journal": generation}, unit_id="u1")
+        raise KeyboardInterrupt  # the kill: the block does not finish, no new generation
+    for i in range(6, 10):
+        log(i)
+    with open(path, "ab") as f:
+        f.write(b"\x01\x00\x00")  # a torn record
+    assert (path.stat().st_size - HEADER_BYTES) % RECORD_BYTES == 3
+    assert recover_journal(store, ["u0", "u1"]) == 4
+    log = store.table("force_log")
+    assert [r["meta"]["outcome"] for r in log.records] == ["partial", "recovered"]
+    assert log.records[1]["meta"]["unit_id"] == "u1" and log.records[1]["meta"]["attempt"] == 2
+    np.testing.assert_allclose(log.read("t_s"), 0.01 * np.arange(10))
+    assert recover_journal(store, ["u0", "u1"]) == 0  # the file is gone: nothing twice
+    assert len(store.table("force_log")) == 2
+
+
+def test_a_committed_drain_starts_an_empty_generation(tmp_path):
+    store = _store(tmp_path)
+    path = journal_path(store.path)
+    views = {"probe_sensor": ([0.0, 0.01], [1.0, 1.1])}
+    journal = ForceJournal.start(path)
+    journal.follow(lambda: views)
+    journal.pump()
+    first = journal.generation
+
+    def drain():
+        out = {"probe_sensor": (np.asarray(views["probe_sensor"][0]),
+                                np.asarray(views["probe_sensor"][1], np.float32))}
+        views["probe_sensor"] = ([], [])
+        return out
+
+    with journal.drain(drain) as (logs, generation):
+        assert generation == first and logs["probe_sensor"][0].size == 2
+    assert journal.generation != first
+    assert read_journal(path).samples == {}
+    journal.close(discard=False)
+    assert recover_journal(store, []) == 0
+
+
+@pytest.mark.parametrize("content", [b"", b"ELF", b"XXXX" + bytes(40)])
+def test_a_damaged_journal_is_ignored_not_fatal(tmp_path, content):
+    store = _store(tmp_path)
+    journal_path(store.path).write_bytes(content)
+    assert recover_journal(store, []) == 0
