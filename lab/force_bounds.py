@@ -17,6 +17,18 @@ reading, not the true force; about 4 sigma + one resolution step, :func:`reading
 A stale sample counts like a missing one: the watch trips when its newest sample is older than
 :func:`stale_bound_s` (which already contains the one period of the bound above).
 
+One lost sample. The stale bound is two periods, so one lost (or late) sample is tolerated; the
+motion then goes on for up to ``2 T`` after the newest sample. In simulation the watch tolerates
+it only while that newest reading is at most :func:`lost_sample_ceiling_n` ``= (1 - f) F_max``
+(``f`` = :data:`OVERSHOOT_FRACTION`); closer to the limit a missing sample trips at once. The
+force reached is then at most ``max(F_max + k v T, (1 - f) F_max + 2 k v T) + ...``, i.e. the
+bound above plus ``max(0, k v T - f F_max)`` (``lost_sample_headroom_n = f F_max``), which is 0
+at or below the near-contact caps and the config's minimum watch rates (both keep
+``k v T <= f F_max``): the 5 % budget holds with one lost sample. On the wall clock (hardware)
+the watch knows no due time and tolerates a late or lost sample up to the stale bound whatever
+the force: the extra term is ``k v T`` (``lost_sample_headroom_n = 0``). Two consecutive lost
+samples trip (stale) in both modes, motion stopped first.
+
 Stiffness: the probe face is a rigid flat punch on the gelatin half-space (Sneddon, equal-area
 circle), times :data:`ELONGATED_FACE_FACTOR` for the 4:1 face (King 1987: elongated faces are
 stiffer than their equal-area circle); a plate on a cylinder is ``E pi r^2 / l0``.
@@ -71,6 +83,12 @@ def stale_bound_s(sample_period_s: float, *, samples: float = STALE_SAMPLES) -> 
     return _positive("samples", samples) * _positive("sample_period_s", sample_period_s)
 
 
+def lost_sample_ceiling_n(limit_n: float, *, fraction: float = OVERSHOOT_FRACTION) -> float:
+    """Newest reading (N) up to which the simulated watch tolerates one lost sample:
+    ``(1 - fraction) * limit_n`` (see the module docstring)."""
+    return (1.0 - _positive("fraction", fraction)) * _positive("limit_n", limit_n)
+
+
 def reading_error_n(noise_n: float, resolution_n: float) -> float:
     """Largest plausible gap between a force reading and the true force (N): 4 sigma of the
     noise plus one quantisation step."""
@@ -79,7 +97,8 @@ def reading_error_n(noise_n: float, resolution_n: float) -> float:
 
 def max_overshoot_n(speed_m_s: float, *, sample_period_s: float, stiffness_n_per_m: float,
                     stop_latency_s: float = 0.0, deceleration_m_s2: float = math.inf,
-                    reading_error_n: float = 0.0) -> float:
+                    reading_error_n: float = 0.0,
+                    lost_sample_headroom_n: float | None = None) -> float:
     """Largest force (N) above the limit reached before the stop: see the module docstring.
 
     Parameters
@@ -96,11 +115,16 @@ def max_overshoot_n(speed_m_s: float, *, sample_period_s: float, stiffness_n_per
         Braking deceleration, m/s^2 (> 0; ``inf`` = stops at once, as the simulator does).
     reading_error_n : float
         Reading error of the sensor, N (>= 0; see :func:`reading_error_n`).
+    lost_sample_headroom_n : float or None
+        With one lost sample: how far below the limit the newest reading must be for the watch
+        to tolerate it, N (``OVERSHOOT_FRACTION * limit`` in simulation, 0 on the wall clock);
+        None: no sample lost.
 
     Returns
     -------
     overshoot_n : float
-        ``k (v (T + L) + v^2 / (2 a)) + e``.
+        ``k (v (T + L) + v^2 / (2 a)) + e``, plus ``max(0, k v T - headroom)`` with a lost
+        sample.
     """
     v = _non_negative("speed_m_s", speed_m_s)
     period = _positive("sample_period_s", sample_period_s)
@@ -109,8 +133,10 @@ def max_overshoot_n(speed_m_s: float, *, sample_period_s: float, stiffness_n_per
     if not deceleration_m_s2 > 0:
         raise ValueError(f"deceleration_m_s2 must be > 0, got {deceleration_m_s2!r}")
     braking_m = 0.0 if math.isinf(deceleration_m_s2) else v * v / (2.0 * deceleration_m_s2)
-    return k * (v * (period + latency) + braking_m) + _non_negative("reading_error_n",
-                                                                    reading_error_n)
+    lost_n = 0.0 if lost_sample_headroom_n is None else max(
+        0.0, k * v * period - _non_negative("lost_sample_headroom_n", lost_sample_headroom_n))
+    return k * (v * (period + latency) + braking_m) + lost_n + _non_negative("reading_error_n",
+                                                                             reading_error_n)
 
 
 def max_contact_speed_m_s(limit_n: float, *, sample_period_s: float, stiffness_n_per_m: float,

@@ -15,7 +15,11 @@ How it runs (:mod:`docs/safety.md <lab.force_bounds>` has the bounds):
   moving, the watch waits (real time, at most ``stream_timeout_s``) for the sample due there
   and checks it before time moves on. While the device is at rest the samples are checked, all
   of them, at the next read or motion command. The outcome depends only on the simulated
-  world, never on how fast the host runs.
+  world, never on how fast the host runs. A due sample that does not come within the timeout
+  is lost: as the stale bound allows (two periods), one lost sample is tolerated (counted in
+  ``lost_samples``) if the sample before it came and read at most
+  :func:`lab.force_bounds.lost_sample_ceiling_n`; otherwise, or at a second missing sample in a
+  row, the watch trips (stale).
 * **Hardware** (any other clock): a thread wakes every half sample period, checks the samples
   that arrived and trips when the newest one arrived longer ago than
   :func:`lab.force_bounds.stale_bound_s` (two periods).
@@ -38,7 +42,7 @@ from numpy.typing import NDArray
 from drivers.base import DeviceError, DeviceTimeoutError, Wrench
 from drivers.force.base import ForceSensor
 from lab.clock import GRID_TOLERANCE, Clock, SimClock
-from lab.force_bounds import stale_bound_s
+from lab.force_bounds import STALE_SAMPLES, lost_sample_ceiling_n, stale_bound_s
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +114,8 @@ class ForceWatch:
         self.sample_period_s = 1.0 / float(sample_rate_hz)
         self.sample_rate_hz = float(sample_rate_hz)
         self.stale_s = stale_bound_s(self.sample_period_s)
+        #: Simulation: due samples that never came and were tolerated (see the module doc).
+        self.lost_samples = 0
         self._stream_timeout_s = float(stream_timeout_s)
         self._range_n = range_n
         self._limit_n = 0.0
@@ -360,7 +366,11 @@ class ForceWatch:
             try:
                 self._process(now)
             finally:
-                if not arrived and self._stream_ok:
+                if not arrived and self._stream_ok and self._lost_sample_tolerated(t_due):
+                    self.lost_samples += 1
+                    log.warning("%s: the force sample due at t = %.4f s was lost; tolerated "
+                                "(the one before it is within the stale bound)", self.name, t_due)
+                elif not arrived and self._stream_ok:
                     error = SensorStaleError(
                         self.name, f"no force sample for t = {t_due:.4f} s (sample period "
                         f"{self.sample_period_s * 1e3:.3g} ms); motion stopped",
@@ -369,6 +379,19 @@ class ForceWatch:
                         self._stream_ok = False
                     elif self._tripped is None:
                         raise self.trip(error)
+
+    def _lost_sample_tolerated(self, t_due_s: float) -> bool:
+        """Simulation: may the motion go on without the sample due at ``t_due_s``? Only if the
+        newest sample is no older than the stale bound less one period (the one before the due
+        one came), reads at most the lost-sample ceiling and is not saturated, and nothing is
+        latched (see :mod:`lab.force_bounds`)."""
+        newest = self._latest
+        if newest is None or self._tripped is not None or self._suspended:
+            return False
+        sample = newest.sample
+        max_age_s = (STALE_SAMPLES - 1.0 + GRID_TOLERANCE) * self.sample_period_s
+        return (t_due_s - sample.t_s <= max_age_s and not sample.saturated
+                and sample.fz_n <= lost_sample_ceiling_n(self._limit_n))
 
     # -- hardware: a thread on the wall clock ----------------------------------------------------
     def check_now(self) -> None:

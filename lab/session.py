@@ -43,8 +43,10 @@ Lifecycle of a store (root attributes):
 Every force sample the guard's force watches see during a unit attempt (complete or not) is stored
 in the ``force_log`` table, which is never rolled back: it is the evidence that limits held, faults
 included. An attempt's samples are flushed every :data:`FORCE_LOG_FLUSH_SAMPLES` (``partial``
-records) and at its end; a completed unit's record is written before its progress commit.
-See ``docs/safety.md``.
+records) and at its end; a completed unit's record is written before its progress commit. In
+between they are journalled (:mod:`lab.force_journal`, ``logs/force-journal.bin``) within a
+clock step, so a ``kill -9`` loses none: the next run of the runner moves them into ``force_log``
+(a ``recovered`` record) before it rolls anything back. See ``docs/safety.md``.
 """
 
 from __future__ import annotations

@@ -30,6 +30,25 @@ class ForceSpike:
 
 
 @dataclass
+class PacketDrop:
+    """Lose the RDT records one sensor's simulator sends for its next ``count`` sample times at
+    or after ``t_start_s`` of virtual time (a network dropping packets; the RDT sequence numbers
+    still advance, so the client sees the gap)."""
+
+    sensor: str
+    t_start_s: float
+    count: int = 1
+    dropped: int = 0
+
+    def take(self, sensor: str, t_s: float) -> bool:
+        """Whether the record of ``sensor`` sampled at ``t_s`` is lost (counts it)."""
+        if sensor != self.sensor or t_s < self.t_start_s or self.dropped >= self.count:
+            return False
+        self.dropped += 1
+        return True
+
+
+@dataclass
 class FaultConfig:
     """Faults injected into the simulated instruments.
 
@@ -50,6 +69,8 @@ class FaultConfig:
         Sensors that stop producing data (no RDT records, no serial reply).
     force_spikes : list of ForceSpike
         Transient forces added to a sensor's Fz.
+    packet_drops : list of PacketDrop
+        Exact RDT records to lose (deterministic, unlike ``packet_loss_probability``).
     protective_stop_at_s : float or None
         Virtual time at which the robot enters a protective stop on its own.
     """
@@ -60,6 +81,7 @@ class FaultConfig:
     packet_loss_probability: float = 0.0
     sensor_dropout: set[str] = field(default_factory=set)
     force_spikes: list[ForceSpike] = field(default_factory=list)
+    packet_drops: list[PacketDrop] = field(default_factory=list)
     protective_stop_at_s: float | None = None
 
     def __post_init__(self) -> None:
@@ -79,6 +101,18 @@ class FaultConfig:
     def reconnect(self, device: str) -> None:
         """Bring ``device``'s link back up."""
         self.disconnected.discard(_check_device(device))
+
+    def drop_packets(self, sensor: str, t_start_s: float, count: int = 1) -> PacketDrop:
+        """Lose ``sensor``'s next ``count`` RDT records sampled at or after ``t_start_s``."""
+        if count < 1:
+            raise ValueError(f"count must be >= 1, got {count}")
+        drop = PacketDrop(_check_device(sensor), float(t_start_s), int(count))
+        self.packet_drops.append(drop)
+        return drop
+
+    def packet_dropped(self, sensor: str, t_s: float) -> bool:
+        """Whether a :class:`PacketDrop` loses ``sensor``'s record sampled at ``t_s``."""
+        return any(d.take(sensor, t_s) for d in self.packet_drops)
 
     def spike_n(self, sensor: str, t_s: float) -> float:
         """Sum of the spikes active on ``sensor`` at ``t_s``, in newtons."""

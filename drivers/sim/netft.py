@@ -223,6 +223,8 @@ class NetFtSimServer:
         p_loss = faults.packet_loss_probability
         if p_loss > 0 and self.world.rng.random() < p_loss:
             return
+        if faults.packet_drops and faults.packet_dropped(self.sensor, t_s):
+            return
         delay = faults.reply_delay_s.get(self.sensor, 0.0)
         if delay > 0 and self._stop.wait(delay):
             return

@@ -115,6 +115,23 @@ def test_streaming_decimates_timestamps_and_counts_losses(netft):
     assert sensor.out_of_order_packets == 0
 
 
+def test_packet_drop_fault_loses_exactly_the_chosen_records(netft):
+    world, _, sensor = netft
+    sensor.start_streaming(rate_hz=200.0)
+    world.faults.drop_packets("probe_sensor", 0.1, count=3)  # not this sensor: no effect
+    drop = world.faults.drop_packets("indenter_sensor", 0.1, count=3)
+    world.clock.sleep(0.2)
+    assert sensor.read().t_s == pytest.approx(0.2)  # the newest: after the gap
+    sensor.stop_streaming()
+    times = np.array([s.t_s for s in sensor.drain()])
+    expected = np.round(np.arange(0, 0.2001, 0.005), 6)
+    expected = expected[(expected < 0.1) | (expected > 0.11)]  # 0.100, 0.105, 0.110 lost
+    np.testing.assert_allclose(times, expected, atol=1e-9)  # timestamps from the sequence
+    assert sensor.lost_packets == 3 and drop.dropped == 3
+    with pytest.raises(ValueError, match="count"):
+        world.faults.drop_packets("probe_sensor", 0.0, count=0)
+
+
 def test_streaming_rate_must_divide_rdt_rate(netft):
     _, _, sensor = netft
     with pytest.raises(ValueError, match="divide"):

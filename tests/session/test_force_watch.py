@@ -13,7 +13,9 @@ from drivers.base import Wrench
 from drivers.force.base import WrenchCallback
 from lab.clock import SimClock, WallClock
 from lab.force_bounds import (
+    OVERSHOOT_FRACTION,
     cylinder_stiffness_n_per_m,
+    lost_sample_ceiling_n,
     max_contact_speed_m_s,
     max_overshoot_n,
     min_watch_rate_hz,
@@ -56,6 +58,23 @@ def test_stiffest_phantoms_and_the_200_hz_caps():
     k_cyl = cylinder_stiffness_n_per_m(126.05, radius_mm=10.0, height_mm=40.0)
     assert k_cyl == pytest.approx(990.0, rel=1e-3)
     assert stale_bound_s(0.005) == pytest.approx(0.010)
+
+
+def test_one_lost_sample_costs_nothing_at_the_cap_and_one_period_beyond():
+    k, limit, period = probe_contact_stiffness_n_per_m(126.05), 2.0, 0.005
+    headroom = limit - lost_sample_ceiling_n(limit)
+    assert headroom == pytest.approx(OVERSHOOT_FRACTION * limit)
+    cap = max_contact_speed_m_s(limit, sample_period_s=period, stiffness_n_per_m=k)
+    plain = max_overshoot_n(cap, sample_period_s=period, stiffness_n_per_m=k)
+    assert max_overshoot_n(cap, sample_period_s=period, stiffness_n_per_m=k,
+                           lost_sample_headroom_n=headroom) == pytest.approx(plain)
+    # at 4x the cap: max(F + kvT, 0.95 F + 2 kvT) - F; on the wall clock (no headroom) + kvT
+    v = 4 * cap
+    assert max_overshoot_n(v, sample_period_s=period, stiffness_n_per_m=k,
+                           lost_sample_headroom_n=headroom) == pytest.approx(
+        2 * k * v * period - headroom)
+    assert max_overshoot_n(v, sample_period_s=period, stiffness_n_per_m=k,
+                           lost_sample_headroom_n=0.0) == pytest.approx(2 * k * v * period)
 
 
 def test_bounds_refuse_nonsense():
