@@ -86,8 +86,10 @@ def _fail(message: str, code: int = 2) -> None:
 @app.command()
 def verify(
     store: StorePath,
-    repair: Annotated[bool, typer.Option(help="trim rows left by interrupted writes and "
-                                               "remove temporary files (never committed data)")]
+    repair: Annotated[bool, typer.Option(help="trim rows left by interrupted writes, "
+                                               "remove temporary files (never committed data) "
+                                               "and move a killed run's journalled force "
+                                               "samples into force_log")]
     = False,
 ) -> None:
     """Check a store: index vs arrays, missing or truncated chunks, NaN/Inf, schema.

@@ -6,8 +6,10 @@ every array has at least the committed rows (more = an interrupted append, fixab
 has no NaN/Inf (arrays whose ``allow_nan`` attribute is true, such as modulus maps with rejected
 pixels, may hold NaN but not Inf). Whole arrays outside tables get the chunk and value checks.
 Leftover temporary files from interrupted writes are reported. The stored plan must hash to the
-stored ``plan_hash``. A store too damaged to open (unreadable metadata, wrong attribute types,
-symlink loops) is one error naming the damage.
+stored ``plan_hash``. Force samples that only the force journal holds (a killed run,
+:mod:`lab.force_journal`) are a warning; ``--repair`` moves them into ``force_log`` (as
+``resume`` does) unless a runner holds the store. A store too damaged to open (unreadable
+metadata, wrong attribute types, symlink loops) is one error naming the damage.
 """
 
 from __future__ import annotations
@@ -21,7 +23,9 @@ from typing import Literal
 import numpy as np
 import zarr
 
+from lab.force_journal import journal_path, read_journal, recover_journal, unlogged_samples
 from lab.provenance import plan_hash
+from lab.session_lock import StoreLockedError, runner_lock
 from lab.store import LOG_DIR, SessionStore, StoreError
 
 Severity = Literal["error", "warning"]
@@ -171,7 +175,33 @@ def verify_store(path: str | Path, *, repair: bool = False) -> VerifyReport:
     walk(store.root)
     for tmp in list(path.rglob("*.partial")) + list(path.rglob(".*.old")):
         _leftover(report, tmp, repair)
+    _check_force_journal(report, store, repair)
     return report
+
+
+def _check_force_journal(report: VerifyReport, store: SessionStore, repair: bool) -> None:
+    """Samples of the force journal that ``force_log`` lacks: a warning, or moved (repair)."""
+    content = read_journal(journal_path(store.path))
+    if content is None:
+        return
+    n = sum(t.size for t, _ in unlogged_samples(store, content).values())
+    if not n:
+        return
+    where = f"{LOG_DIR}/{journal_path(store.path).name}"
+    if repair:
+        units = (store.plan or {}).get("units", []) if isinstance(store.plan, dict) else []
+        try:
+            with runner_lock(store.path):
+                moved = recover_journal(SessionStore.open(store.path, mode="a"),
+                                        [str(u.get("unit_id")) for u in units])
+            report.repaired.append(f"{where}: moved {moved} force samples of a killed run "
+                                   "into force_log")
+            return
+        except StoreLockedError as exc:
+            report.add("warning", where, f"not repaired: {exc}")
+            return
+    report.add("warning", where, f"{n} force samples are not yet in force_log (a runner is "
+                                 "working, or was killed: resume or --repair moves them there)")
 
 
 def _check_plan_hash(report: VerifyReport, attrs: dict[str, object]) -> None:

@@ -140,6 +140,29 @@ def test_kill_inside_or_after_a_journal_write(tmp_path, config_file, kill, in_un
     _assert_attempt_without_gaps(s, records, seen)
 
 
+def test_verify_warns_and_repair_moves_the_journal(tmp_path, config_file):
+    store = tmp_path / "s.zarr"
+    out = run_child(["run", str(config_file), str(store), "clock:9.3"])
+    assert out.returncode == -signal.SIGKILL, out.stderr
+    SessionStore.open(store, mode="a")  # trims the uncommitted rows (not this test's subject)
+    report = verify_store(store)
+    assert report.clean  # a warning, not an error
+    (warning,) = [p for p in report.problems if "force-journal" in p.where]
+    assert "not yet in force_log" in warning.message
+    before = SessionStore.open(store)
+    n_before = len(before.table("force_log")) if before.has_table("force_log") else 0
+    repaired = verify_store(store, repair=True)
+    assert any("moved" in line and "force samples" in line for line in repaired.repaired)
+    s = SessionStore.open(store)
+    assert len(s.table("force_log")) == n_before + 1
+    assert s.table("force_log").records[-1]["meta"]["outcome"] == "recovered"
+    assert not any("force-journal" in p.where for p in verify_store(store).problems)
+    result = resume_session(store, show_progress=False, retry_delay_s=0.5)
+    assert result.status == "complete"
+    s = _assert_complete_with_force_log(store)
+    assert sum(r["meta"]["outcome"] == "recovered" for r in s.table("force_log").records) == 1
+
+
 def test_kill_inside_the_force_log_commit_recovers_its_samples(tmp_path, config_file):
     """Killed inside a force_log commit (rows written, index not): the record is trimmed on
     resume, and its samples come back from the journal (none lost, none doubled)."""
