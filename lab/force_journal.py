@@ -39,6 +39,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from lab.clock import Clock, SimClock
+from lab.live import LogTail
 from lab.store import LOG_DIR, ArraySpec, SessionStore, Table
 
 log = logging.getLogger(__name__)
@@ -109,26 +110,6 @@ def merge_drained(first: Drained, then: Drained) -> Drained:
     return out
 
 
-class _Tail:
-    """Follows one live log list (which a drain replaces) without losing or doubling samples."""
-
-    def __init__(self) -> None:
-        self.t: Sequence[float] | None = None
-        self.f: Sequence[float] = ()
-        self.seen = 0
-
-    def take(self, t_view: Sequence[float], f_view: Sequence[float]
-             ) -> list[tuple[float, float]]:
-        out: list[tuple[float, float]] = []
-        if self.t is not None and self.t is not t_view:  # drained: finish the old list
-            out += zip(self.t[self.seen:], self.f[self.seen:], strict=False)
-            self.seen = 0
-        n = min(len(t_view), len(f_view))
-        out += zip(t_view[self.seen:n], f_view[self.seen:n], strict=True)
-        self.t, self.f, self.seen = t_view, f_view, n
-        return out
-
-
 class ForceJournal:
     """The append-only journal of one run of the runner (see the module docstring).
 
@@ -143,7 +124,7 @@ class ForceJournal:
         self._fd: int | None = None
         self._lock = threading.RLock()
         self._views: Callable[[], LogViews] | None = None
-        self._tails: dict[str, _Tail] = {}
+        self._tails: dict[str, LogTail] = {}
         self._marker: tuple[int, int] | None = None
         self._detach: Callable[[], None] | None = None
         self.bytes_written = 0
@@ -224,17 +205,18 @@ class ForceJournal:
         for name, (t_view, f_view) in views.items():
             tail = self._tails.get(name)
             if tail is None:
-                tail = self._tails[name] = _Tail()
+                tail = self._tails[name] = LogTail()
             code = SENSOR_CODES[name]
-            if tail.t is t_view:  # the common case: a few samples appended to the same list
+            if tail.source is t_view:  # the common case: a few samples added to the same list
                 seen, n = tail.seen, min(len(t_view), len(f_view))
                 if n > seen:
                     chunks += [pack(KIND_SAMPLE, code, 0, 0, t_view[i], f_view[i])
                                for i in range(seen, n)]
                     tail.seen = n
                 continue
+            t_new, f_new = tail.take(t_view, f_view)  # the lists were replaced (a drain)
             chunks += [pack(KIND_SAMPLE, code, 0, 0, t, f)
-                       for t, f in tail.take(t_view, f_view)]
+                       for t, f in zip(t_new, f_new, strict=True)]
         return b"".join(chunks)
 
     def pump(self) -> None:

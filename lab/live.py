@@ -111,7 +111,7 @@ def _finite(x: Any) -> Any:
     return x if not isinstance(x, float) or (x == x and abs(x) != float("inf")) else None
 
 
-class _SensorTail:
+class LogTail:
     """Follows one watchdog log (a list that a drain replaces) without losing samples."""
 
     def __init__(self) -> None:
@@ -168,7 +168,7 @@ class LiveState:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._guard: ForceLogSource | None = None
-        self._tails: dict[str, _SensorTail] = {}
+        self._tails: dict[str, LogTail] = {}
         self._ring: dict[str, deque[tuple[float, float]]] = {}
         self._ring_samples = int(ring_samples)
         self._force_seq = 0
@@ -320,7 +320,7 @@ class LiveState:
         if self._guard is None:
             return
         for sensor, (t_view, f_view) in self._guard.force_log_view().items():
-            tail = self._tails.setdefault(sensor, _SensorTail())
+            tail = self._tails.setdefault(sensor, LogTail())
             ring = self._ring.setdefault(sensor, deque(maxlen=self._ring_samples))
             t_new, f_new = tail.take(t_view, f_view)
             if t_new:

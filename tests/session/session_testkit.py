@@ -14,6 +14,9 @@ from drivers.base import DeviceError
 from lab.config import SessionConfig, parse_config
 from lab.devices import LabDevices, build_devices
 from lab.session import run_session
+from lab.store import SessionStore
+from lab.verify import verify_store
+from protocols.plan import Plan
 from protocols.testing import tiny_config_dict
 
 REPO = Path(__file__).resolve().parents[2]
@@ -47,6 +50,17 @@ def run_child(args: list[str], *, timeout_s: float = 120.0, env: dict[str, str] 
     env = {**os.environ, **(env or {}), "PYTHONPATH": str(REPO)}
     return subprocess.run([sys.executable, str(CHILD), *args], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=timeout_s, check=False)
+
+
+def open_verified_complete(path: Path) -> tuple[SessionStore, Plan]:
+    """The store at ``path`` and its plan, after asserting it verifies clean and is complete."""
+    report = verify_store(path)
+    assert report.clean, [str(p) for p in report.problems]
+    store = SessionStore.open(path)
+    plan = Plan.from_json(store.plan)
+    assert store.attrs["status"] == "complete"
+    assert store.attrs["progress"]["completed"] == plan.unit_ids()
+    return store, plan
 
 
 def factory(install: Callable[[LabDevices], None]

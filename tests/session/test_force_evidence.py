@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import json
 import signal
+import time
 
 import numpy as np
 import pytest
-from session_testkit import run_child
+from session_testkit import open_verified_complete, run_child
 
+from lab.clock import WallClock
 from lab.force_journal import (
     HEADER_BYTES,
     RECORD_BYTES,
@@ -75,11 +77,7 @@ def _assert_attempt_without_gaps(store, records, seen):
 
 
 def _assert_complete_with_force_log(path):
-    report = verify_store(path)
-    assert report.clean, [str(p) for p in report.problems]
-    store = SessionStore.open(path)
-    plan = Plan.from_json(store.plan)
-    assert store.attrs["status"] == "complete"
+    store, plan = open_verified_complete(path)
     log = store.table("force_log")
     complete = {r["meta"]["unit_id"] for r in log.records if r["meta"]["outcome"] == "complete"}
     assert complete == set(plan.unit_ids())
@@ -254,3 +252,28 @@ def test_a_damaged_journal_is_ignored_not_fatal(tmp_path, content):
     store = _store(tmp_path)
     journal_path(store.path).write_bytes(content)
     assert recover_journal(store, []) == 0
+
+
+def test_on_the_wall_clock_a_thread_pumps_the_journal(tmp_path):
+    """Hardware mode: no clock steps; a thread journals new samples every 20 ms."""
+    store = _store(tmp_path)
+    path = journal_path(store.path)
+    views = {"probe_sensor": ([], [])}
+    journal = ForceJournal.start(path)
+    journal.follow(lambda: views)
+    journal.attach(WallClock())
+    try:
+        for i in range(5):
+            views["probe_sensor"][0].append(0.005 * i)
+            views["probe_sensor"][1].append(0.2)
+        deadline = time.monotonic() + 30.0  # real time: the thread runs when the host lets it
+        while time.monotonic() < deadline:
+            content = read_journal(path)
+            if content is not None and content.samples and content.samples[0][0].size == 5:
+                break
+            time.sleep(0.01)
+        else:
+            pytest.fail("the pump thread journalled nothing")
+    finally:
+        journal.close(discard=False)
+    assert recover_journal(store, []) == 5

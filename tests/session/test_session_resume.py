@@ -10,24 +10,18 @@ import sys
 import time
 
 import pytest
-from session_testkit import CHILD, REPO, run_child
+from session_testkit import CHILD, REPO, open_verified_complete, run_child
 
 from lab.session import resume_session
 from lab.store import SessionStore
 from lab.verify import verify_store
-from protocols.plan import Plan
 from protocols.testing import tiny_config_dict
 
 RESULT_TABLES = ("indentation", "swei", "truth/swei")
 
 
 def _assert_complete_and_exact(path):
-    report = verify_store(path)
-    assert report.clean, [str(p) for p in report.problems]
-    store = SessionStore.open(path)
-    plan = Plan.from_json(store.plan)
-    assert store.attrs["status"] == "complete"
-    assert store.attrs["progress"]["completed"] == plan.unit_ids()
+    store, plan = open_verified_complete(path)
     for table in RESULT_TABLES:
         keys = store.table(table).keys()
         assert keys == plan.record_keys(table.removeprefix("truth/")), table
