@@ -169,8 +169,15 @@ class ForceJournal:
         stop = threading.Event()
 
         def loop() -> None:
+            failing = False
             while not stop.wait(JOURNAL_INTERVAL_S):
-                self.pump()
+                try:
+                    self.pump()
+                    failing = False
+                except OSError as exc:  # e.g. a full disk: say so once, keep trying
+                    if not failing:
+                        log.error("writing the force journal %s: %s", self.path, exc)
+                    failing = True
 
         thread = threading.Thread(target=loop, name="force-journal", daemon=True)
         thread.start()
