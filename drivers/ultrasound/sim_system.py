@@ -11,6 +11,9 @@ either directly as IQ (``fidelity="image"``) or as int16 channel RF beamformed b
 block height. Every acquisition advances the shared clock by its duration; the duty cycle and
 the sequence limits are enforced exactly as on the real system.
 
+The shear wave is the 2.5-D one of :mod:`sim_shear` (the push beam finite in elevation, the
+phantom invariant along it).
+
 What it does not model: the probe's own motion or force during the 5 ms sequence, elevation
 offsets in the modulus map (the inclusions are cylinders along elevation), the compression of
 the tissue by the probe in the SWEI frames, scanner latency.
