@@ -11,6 +11,7 @@ Numba compiles at the first call or loads its on-disk cache.
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 
 from analysis._loupas_numba import _jit
@@ -128,3 +129,18 @@ def leapfrog(u_a, u_b, u_c, coef, bz, k2, vk, force_k, on, record, weights,
             n += 1
         if record[n] >= 0:
             _record(out, record[n], b, weights)
+
+
+#: The wavenumbers run in this many independent groups, in parallel where Numba has threads.
+#: A fixed number, so the sums (and the result) do not depend on the thread count.
+GROUPS = 2
+
+
+@_jit(parallel=True, **_JIT)
+def leapfrog_groups(buffers, coef, bz, k2, vk, force_k, on, record, weights,
+                    out):  # pragma: no cover - compiled
+    """:func:`leapfrog` of ``GROUPS`` groups of wavenumbers (leading axis of ``buffers`` (G, 3,
+    ...), ``k2``, ``vk``, ``force_k`` (G, nz, K_g), ``weights`` and ``out``), one per thread."""
+    for g in numba.prange(buffers.shape[0]):
+        leapfrog(buffers[g, 0], buffers[g, 1], buffers[g, 2], coef, bz, k2[g], vk[g],
+                 force_k[g], on, record, weights[g], out[g])

@@ -55,7 +55,8 @@ than the pixel grid: by default ``h = c_min * 60 us`` clipped to 0.1-0.2 mm (15 
 wavelength at 1.1 kHz; the velocity time-to-peak speed of a 17 kPa medium is then within ~1 %);
 frames are interpolated to the output times (linear in time) and pixel centres (cubic
 convolution, separable). The time loop of all wavenumbers runs in one compiled kernel
-(:mod:`drivers.ultrasound._shear_numba`).
+(:mod:`drivers.ultrasound._shear_numba`), the wavenumbers in two groups on two threads where
+Numba has them (a fixed split, so the result does not depend on the thread count).
 
 What it does not model: the in-plane pressure coupling and the lateral displacement component
 (P-SV physics), elevation changes of the phantom, the on-axis intensity gain of the elevation
@@ -433,13 +434,26 @@ def simulate_shear_wave(
     record[needed] = np.arange(needed.size)
     steps = np.arange(n_steps) * dt
     on = np.clip((t_push - steps) / dt, 0.0, 1.0).astype(np.float32)  # midpoint rule per step
-    n_k = k_y.size
-    buffers = [np.zeros((nz + 1, n_k, nx + 2), dtype=np.float32) for _ in range(3)]
-    snapshots = np.zeros((needed.size, nz, nx), dtype=np.float32)
-    kern.leapfrog(
-        *buffers, coef, bz, (k_y**2).astype(np.float32),
-        (viscosity_pa_s * k_y**2 * dt / (2 * rho)).astype(np.float32),
-        force_k.astype(np.float32), on, record, k_weights.astype(np.float32), snapshots)
+    # the wavenumbers in kern.GROUPS groups run in parallel (zero-weight padding evens them)
+    groups = kern.GROUPS if k_y.size > 1 else 1
+    per_group = -(-k_y.size // groups)
+    pad = groups * per_group - k_y.size
+    k_pad = np.concatenate([k_y, np.full(pad, k_y[-1])])
+    w_pad = np.concatenate([k_weights, np.zeros(pad)])
+    fk_pad = np.concatenate([force_k, np.repeat(force_k[:, -1:], pad, axis=1)], axis=1)
+
+    def grouped(a: NDArray[np.float64]) -> NDArray[np.float32]:
+        return a.reshape(groups, per_group).astype(np.float32)
+
+    buffers = np.zeros((groups, 3, nz + 1, per_group, nx + 2), dtype=np.float32)
+    snapshots = np.zeros((groups, needed.size, nz, nx), dtype=np.float32)
+    kern.leapfrog_groups(
+        buffers, coef, bz, grouped(k_pad**2),
+        grouped(viscosity_pa_s * k_pad**2 * dt / (2 * rho)),
+        np.ascontiguousarray(fk_pad.reshape(nz, groups, per_group).transpose(1, 0, 2),
+                             dtype=np.float32),
+        on, record, grouped(w_pad), snapshots)
+    snapshots = snapshots.sum(axis=0)
     frames = (frac[:, None, None].astype(np.float32) * snapshots[record[step]]
               + (1.0 - frac[:, None, None]).astype(np.float32)
               * snapshots[record[np.maximum(step - 1, 0)]])
