@@ -374,6 +374,12 @@ class SimWorld:
             t = self.clock.now() if t_s is None else t_s
             return self._hexapod_motion.position(t)
 
+    def hexapod_axis_position(self, axis: str, t_s: float | None = None) -> float:
+        """One axis of :meth:`hexapod_position` (``"X"`` ... ``"W"``)."""
+        with self._lock:
+            t = self.clock.now() if t_s is None else t_s
+            return self._hexapod_motion.axis_position(axis, t)
+
     def hexapod_move(self, target: dict[str, float], *, velocity_mm_s: float) -> float:
         """Start a straight move to ``target`` (missing axes keep their target); returns duration.
 
@@ -411,7 +417,7 @@ class SimWorld:
             if self._cylinder is None:
                 return 0.0
             return cylinder_compression_mm(self.cylinder_contact_z_mm,
-                                           self.hexapod_position(t_s)["Z"])
+                                           self.hexapod_axis_position("Z", t_s))
 
     def cylinder_force_n(self, t_s: float | None = None) -> float:
         """Force of the cylinder on the plate in N (noise-free)."""
