@@ -27,7 +27,6 @@ viscoelastic creep, temperature drift.
 
 from __future__ import annotations
 
-import math
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -461,19 +460,20 @@ class SimWorld:
             z = self.rng.standard_normal(6).tolist()
             spike_n = self.faults.spike_n(sensor, t) if self.faults.force_spikes else 0.0
         f_noise, t_noise = spec.force_noise_n, spec.torque_noise_nm
-        force = [o + f_noise * v for o, v in zip(offset_f.tolist(), z[:3], strict=True)]
-        force[2] += load_n + spike_n
-        torque = [o + t_noise * v for o, v in zip(offset_t.tolist(), z[3:], strict=True)]
-        f_res, t_res = spec.force_resolution_n, spec.torque_resolution_nm
-        force = [_quantise(v, f_res) for v in force]
-        torque = [_quantise(v, t_res) for v in torque]
-        saturated = not (all(abs(v) < r for v, r in zip(force, spec.force_range_n, strict=True))
-                         and all(abs(v) < r for v, r in zip(torque, spec.torque_range_nm,
-                                                             strict=True)))
-        force_n = np.array([min(max(v, -r), r) for v, r in zip(force, spec.force_range_n,
-                                                                strict=True)])
-        torque_nm = np.array([min(max(v, -r), r) for v, r in zip(torque, spec.torque_range_nm,
-                                                                  strict=True)])
+        fx, fy, fz = offset_f.tolist()
+        tx, ty, tz = offset_t.tolist()
+        f = _quantised((fx + f_noise * z[0], fy + f_noise * z[1],
+                        (fz + f_noise * z[2]) + (load_n + spike_n)), spec.force_resolution_n)
+        t = _quantised((tx + t_noise * z[3], ty + t_noise * z[4], tz + t_noise * z[5]),
+                       spec.torque_resolution_nm)
+        rfx, rfy, rfz = spec.force_range_n
+        rtx, rty, rtz = spec.torque_range_nm
+        saturated = not (abs(f[0]) < rfx and abs(f[1]) < rfy and abs(f[2]) < rfz
+                         and abs(t[0]) < rtx and abs(t[1]) < rty and abs(t[2]) < rtz)
+        force_n = np.array([min(max(f[0], -rfx), rfx), min(max(f[1], -rfy), rfy),
+                            min(max(f[2], -rfz), rfz)])
+        torque_nm = np.array([min(max(t[0], -rtx), rtx), min(max(t[1], -rty), rty),
+                              min(max(t[2], -rtz), rtz)])
         return force_n, torque_nm, saturated
 
     # ------------------------------------------------------------------ time
@@ -513,7 +513,7 @@ class SimWorld:
         return True
 
 
-def _quantise(value: float, step: float) -> float:
-    """``value`` rounded to a multiple of ``step`` (half to even, as :func:`numpy.round`);
-    non-finite values pass unchanged."""
-    return round(value / step) * step if math.isfinite(value) else value
+def _quantised(values: tuple[float, ...], step: float) -> list[float]:
+    """``values`` rounded to multiples of ``step`` (half to even, as :func:`numpy.round`);
+    non-finite values pass unchanged (``v - v`` is 0 only for finite ``v``)."""
+    return [round(v / step) * step if v - v == 0 else v for v in values]
