@@ -205,9 +205,10 @@ class NetFtSensor:
 
         Records are taken off the socket by a receiving thread, and also by :meth:`read` and
         :meth:`receive_pending` in the caller's thread, whichever comes first (one at a time, in
-        order). While a reader calls :meth:`read` at least every ``_READER_GRACE_S`` of real
-        time, the receiving thread leaves the socket to it (no wake-up per record); when reads
-        stop, it takes over within that time. ``callback`` runs in whichever thread took the
+        order). While a reader calls :meth:`read` or :meth:`receive_pending` at least every
+        ``_READER_GRACE_S`` of real time, the receiving thread leaves the socket to it (no
+        wake-up or hand-over per record); when those calls stop, it takes over within that
+        time. ``callback`` runs in whichever thread took the
         record; it must be quick and must not raise (an exception is kept and raised by
         :meth:`stop_streaming`).
         """
