@@ -57,8 +57,9 @@ class SimClock:
     def __init__(self, start_s: float = 0.0) -> None:
         self._t_s = float(start_s)
         self._lock = threading.RLock()
-        self._listeners: list[Callable[[float, float], None]] = []
-        self._grids: list[tuple[float, float]] = []
+        # copy-on-write tuples: advance iterates a snapshot without copying it every step
+        self._listeners: tuple[Callable[[float, float], None], ...] = ()
+        self._grids: tuple[tuple[float, float], ...] = ()
 
     def now(self) -> float:
         with self._lock:
@@ -81,9 +82,14 @@ class SimClock:
         while True:
             with self._lock:
                 t_from = self._t_s
-                t_to = min(target, self._next_grid_point(t_from))
+                grid_point, tolerance_s = self._next_grid_point(t_from)
+                if abs(target - grid_point) <= tolerance_s:
+                    # a sleep of whole sample periods lands on the grid point up to round-off:
+                    # end it there, not in a second step a few ulp later
+                    target = grid_point
+                t_to = min(target, grid_point)
                 self._t_s = t_to
-                listeners = list(self._listeners)
+                listeners = self._listeners
             error: BaseException | None = None
             for listener in listeners:
                 try:
@@ -95,13 +101,16 @@ class SimClock:
             if t_to >= target:
                 return
 
-    def _next_grid_point(self, t_s: float) -> float:
-        """First grid point after ``t_s`` (inf without grids); lock held."""
-        best = float("inf")
+    def _next_grid_point(self, t_s: float) -> tuple[float, float]:
+        """First grid point after ``t_s`` and its tolerance in s (``(inf, 0)`` without grids);
+        lock held."""
+        best, tolerance_s = math.inf, 0.0
         for period, phase in self._grids:
             n = math.floor((t_s - phase) / period + GRID_TOLERANCE) + 1
-            best = min(best, phase + n * period)
-        return best
+            point = phase + n * period
+            if point < best:
+                best, tolerance_s = point, GRID_TOLERANCE * period
+        return best, tolerance_s
 
     def add_step_grid(self, period_s: float, phase_s: float) -> Callable[[], None]:
         """Make every advance stop on the points ``phase_s + n * period_s``; returns a remover.
@@ -111,20 +120,26 @@ class SimClock:
         """
         if not (math.isfinite(period_s) and period_s > 0 and math.isfinite(phase_s)):
             raise ValueError(f"grid period must be finite and > 0, got {period_s}, {phase_s}")
-        return self._register(self._grids, (float(period_s), float(phase_s)))
+        return self._register("_grids", (float(period_s), float(phase_s)))
 
     def on_advance(self, listener: Callable[[float, float], None]) -> Callable[[], None]:
         """Register ``listener(t_from_s, t_to_s)``; returns a function that unregisters it."""
-        return self._register(self._listeners, listener)
+        return self._register("_listeners", listener)
 
-    def _register(self, items: list[Any], item: Any) -> Callable[[], None]:
-        """Append ``item`` to ``items`` under the lock; returns a function that removes it."""
+    def _register(self, attr: str, item: Any) -> Callable[[], None]:
+        """Add ``item`` to the tuple ``attr`` under the lock; returns a function that removes it
+        (its first occurrence, once)."""
         with self._lock:
-            items.append(item)
+            setattr(self, attr, (*getattr(self, attr), item))
+        removed = False
 
         def remove() -> None:
+            nonlocal removed
             with self._lock:
-                if item in items:
+                items = list(getattr(self, attr))
+                if not removed and item in items:
                     items.remove(item)
+                    setattr(self, attr, tuple(items))
+                removed = True
 
         return remove

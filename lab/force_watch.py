@@ -302,7 +302,7 @@ class ForceWatch:
         fz = sample.fz_n
         self._log_f.append(fz)
         self._latest = arrival
-        if not np.all(np.isfinite(sample.force_n)):
+        if not all(math.isfinite(v) for v in sample.force_n.tolist()):
             return SensorReadingError(self.name, f"non-finite force reading {sample.force_n}",
                                       command="stream")
         if self._range_n is not None and abs(fz) > self._range_n:

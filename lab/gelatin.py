@@ -21,6 +21,8 @@ This module sits below everything else in the project: it imports only NumPy.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 #: Young's modulus (kPa) by gelatin concentration (% by weight), from indentation in [SWEI].
@@ -41,8 +43,12 @@ POISSON_RATIO = 0.5
 DICE_THRESHOLD_KPA = 67.38
 
 
+@functools.lru_cache(maxsize=256)
 def youngs_modulus_kpa(gelatin_percent: float) -> float:
-    """Young's modulus in kPa of gelatin at ``gelatin_percent`` % (5 to 17.5), interpolated."""
+    """Young's modulus in kPa of gelatin at ``gelatin_percent`` % (5 to 17.5), interpolated.
+
+    Cached (a pure function of its argument): the simulated sensors ask for it every sample.
+    """
     c = np.array(sorted(GELATIN_YOUNGS_MODULUS_KPA))
     if not np.isfinite(gelatin_percent) or not c[0] <= gelatin_percent <= c[-1]:
         raise ValueError(

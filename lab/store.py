@@ -18,6 +18,7 @@ Layout and guarantees are documented in ``docs/dataset.md``. In short:
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 import logging
@@ -32,6 +33,7 @@ import numpy as np
 import zarr
 from numpy.typing import ArrayLike, NDArray
 from zarr.codecs import BloscCodec, BloscShuffle
+from zarr.core.sync import sync as _sync
 
 from lab.provenance import package_version, plan_hash, provenance, utc_now
 from lab.variables import current_dims, variable_attrs
@@ -250,11 +252,7 @@ class Table:
 
         start = self.committed_rows
         stop = start + n_rows
-        for name, value in arrays.items():
-            arr = self.array(name)
-            if arr.shape[0] != stop:
-                arr.resize((stop, *arr.shape[1:]))
-            arr[start:stop] = value
+        _sync(_write_rows(self._group, arrays, start, stop))
         # The commit: one atomic rewrite of the table's zarr.json. (Not ``attrs.update``: zarr's
         # Attributes inherits MutableMapping.update, which rewrites the file once per key.)
         records = self.records
@@ -651,6 +649,26 @@ def _same_schema(path: str, stored: Mapping[str, Any], expected: Mapping[str, An
         if renamed != expected[name]:
             return False
     return True
+
+
+async def _write_rows(group: zarr.Group, arrays: Mapping[str, NDArray[Any]], start: int,
+                      stop: int) -> None:
+    """Write rows ``[start, stop)`` of every array of a table group, all arrays at once (one
+    trip to Zarr's event loop, their chunk writes concurrent); raises the first error after
+    every write has ended, so nothing is still writing when the caller handles it."""
+
+    async def write(name: str, value: NDArray[Any]) -> None:
+        member = await group._async_group.getitem(name)  # the sync Group wraps this AsyncGroup
+        array = member.with_config({"write_empty_chunks": True})  # see _with_all_chunks
+        if array.shape[0] != stop:
+            await array.resize((stop, *array.shape[1:]))
+        await array.setitem(slice(start, stop), value)
+
+    results = await asyncio.gather(*(write(n, v) for n, v in arrays.items()),
+                                   return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
 
 
 def _with_all_chunks(array: zarr.Array) -> zarr.Array:

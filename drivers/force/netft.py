@@ -205,9 +205,10 @@ class NetFtSensor:
 
         Records are taken off the socket by a receiving thread, and also by :meth:`read` and
         :meth:`receive_pending` in the caller's thread, whichever comes first (one at a time, in
-        order). While a reader calls :meth:`read` at least every ``_READER_GRACE_S`` of real
-        time, the receiving thread leaves the socket to it (no wake-up per record); when reads
-        stop, it takes over within that time. ``callback`` runs in whichever thread took the
+        order). While a reader calls :meth:`read` or :meth:`receive_pending` at least every
+        ``_READER_GRACE_S`` of real time, the receiving thread leaves the socket to it (no
+        wake-up or hand-over per record); when those calls stop, it takes over within that
+        time. ``callback`` runs in whichever thread took the
         record; it must be quick and must not raise (an exception is kept and raised by
         :meth:`stop_streaming`).
         """
@@ -235,7 +236,7 @@ class NetFtSensor:
         self._stream_thread.start()
         # The Net F/T answers a start request with its first record at once: wait for it (real
         # time), so that the stream is known to run before the caller moves on.
-        self.receive_pending()
+        self._take_waiting()
         if not self._stream_started.wait(self.timeout_s):
             self.stop_streaming()
             raise DeviceTimeoutError(self.name, f"no record within {self.timeout_s} s of starting "
@@ -283,7 +284,13 @@ class NetFtSensor:
 
     def receive_pending(self) -> int:
         """Take the records already waiting on the socket into the stream, in the caller's
-        thread (no hand-over to the receiving thread); returns how many were taken."""
+        thread (no hand-over to the receiving thread); returns how many were taken. Like
+        :meth:`read`, it keeps the receiving thread off the socket while it is called often."""
+        self._reader_took_s = _monotonic()
+        return self._take_waiting()
+
+    def _take_waiting(self) -> int:
+        """Take the records waiting on the socket (in whichever thread calls it)."""
         sock, stream = self._sock, self._stream
         if sock is None or stream is None:
             return 0
@@ -312,7 +319,7 @@ class NetFtSensor:
             except (OSError, ValueError):
                 return  # socket closed under us
             if ready:
-                self.receive_pending()
+                self._take_waiting()
 
     def _ingest(self, stream: _StreamState, data: bytes) -> None:
         """One datagram of the stream (receive lock held); the first one was sampled when

@@ -10,7 +10,6 @@ The device ignores datagrams that are not valid requests.
 
 from __future__ import annotations
 
-import math
 import struct
 from dataclasses import dataclass
 
@@ -103,9 +102,11 @@ def to_counts(
 ) -> tuple[int, int, int, int, int, int]:
     """Force and torque converted to int32 counts (rounded half to even, clipped to the int32
     range, infinities included); NaN is refused with ValueError."""
-    values = [v * counts_per_force for v in np.asarray(force_n, float).reshape(3).tolist()]
-    values += [v * counts_per_torque for v in np.asarray(torque_nm, float).reshape(3).tolist()]
-    if any(math.isnan(v) for v in values):
-        raise ValueError(f"force/torque must not be NaN, got {values}")
+    fx, fy, fz = np.asarray(force_n, float).reshape(3).tolist()
+    tx, ty, tz = np.asarray(torque_nm, float).reshape(3).tolist()
+    values = (fx * counts_per_force, fy * counts_per_force, fz * counts_per_force,
+              tx * counts_per_torque, ty * counts_per_torque, tz * counts_per_torque)
+    if any(v != v for v in values):  # NaN is the only value unequal to itself
+        raise ValueError(f"force/torque must not be NaN, got {list(values)}")
     return tuple(round(min(max(v, _INT32_MIN), _INT32_MAX))  # type: ignore[return-value]
                  for v in values)

@@ -145,7 +145,7 @@ class GcsController:
             for table in self._tables.values():
                 for k in range(len(table.values), table.due_until(t_to_s)):
                     t = table.t_start_s + k * table.period_s
-                    table.values.append(self.world.hexapod_position(t)[table.axis])
+                    table.values.append(self.world.hexapod_axis_position(table.axis, t))
 
     # ------------------------------------------------------------------ helpers
     @property

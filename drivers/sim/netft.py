@@ -218,7 +218,7 @@ class NetFtSimServer:
         faults = self.world.faults
         if self.sensor in faults.sensor_dropout or self.sensor in faults.disconnected:
             return
-        record = self._record(t_s)
+        payload = self._record(t_s)
         self._rdt_sequence = (self._rdt_sequence + 1) & 0xFFFF_FFFF
         p_loss = faults.packet_loss_probability
         if p_loss > 0 and self.world.rng.random() < p_loss:
@@ -228,7 +228,6 @@ class NetFtSimServer:
         delay = faults.reply_delay_s.get(self.sensor, 0.0)
         if delay > 0 and self._stop.wait(delay):
             return
-        payload = record.encode()
         if self.sensor in faults.malformed_replies:
             payload = payload[:-3] + b"\xff"  # wrong length: a real client must discard it
         sock = self._sock
@@ -249,7 +248,8 @@ class NetFtSimServer:
             self.records_sent += 1
             return
 
-    def _record(self, t_s: float) -> rdt.RdtRecord:
+    def _record(self, t_s: float) -> bytes:
+        """The encoded record of the world's wrench at ``t_s`` (next RDT sequence number)."""
         force, torque, saturated = self.world.sensor_wrench(self.sensor, t_s)
         status = rdt.STATUS_ERROR | rdt.STATUS_SIM_SATURATION if saturated else 0
         counts = rdt.to_counts(
@@ -257,7 +257,8 @@ class NetFtSimServer:
             counts_per_force=self.counts_per_force, counts_per_torque=self.counts_per_torque,
         )
         ft_sequence = int(t_s * self.internal_rate_hz) & 0xFFFF_FFFF
-        return rdt.RdtRecord(self._rdt_sequence + 1, ft_sequence, status, counts)
+        return rdt.RECORD.pack((self._rdt_sequence + 1) & 0xFFFF_FFFF, ft_sequence, status,
+                               *counts)
 
     def _expire_unreachable(self) -> None:
         """End the streams whose client port is gone (Linux error queue; lock taken here)."""
@@ -274,6 +275,8 @@ class NetFtSimServer:
                     self.streams_expired += 1
 
     def _on_advance(self, t_from_s: float, t_to_s: float) -> None:
+        if not self._streams:  # nothing streams (a new stream sends its first record itself)
+            return
         period = 1.0 / self.rdt_rate_hz
         with self._lock:
             budget = self.max_records_per_advance

@@ -26,13 +26,25 @@ class PlateMotion:
     t_stop_s: float | None = None
 
     def position(self, t_s: float) -> dict[str, float]:
-        end = self.t_start_s + self.duration_s
+        f = self._fraction(t_s)
+        if f is None:
+            return dict(self.target)
+        return {k: self.start[k] + (self.target[k] - self.start[k]) * f for k in HEXAPOD_AXES}
+
+    def axis_position(self, axis: str, t_s: float) -> float:
+        """``position(t_s)[axis]`` without building the whole pose (runs every sample)."""
+        f = self._fraction(t_s)
+        if f is None:
+            return self.target[axis]
+        return self.start[axis] + (self.target[axis] - self.start[axis]) * f
+
+    def _fraction(self, t_s: float) -> float | None:
+        """Share of the move done at ``t_s``; None once it ended (at the target)."""
         if self.t_stop_s is not None:
             t_s = min(t_s, self.t_stop_s)
-        if self.duration_s <= 0 or t_s >= end:
-            return dict(self.target)
-        f = max(t_s - self.t_start_s, 0.0) / self.duration_s
-        return {k: self.start[k] + (self.target[k] - self.start[k]) * f for k in HEXAPOD_AXES}
+        if self.duration_s <= 0 or t_s >= self.t_start_s + self.duration_s:
+            return None
+        return max(t_s - self.t_start_s, 0.0) / self.duration_s
 
     def arrived(self, t_s: float) -> bool:
         return self.t_stop_s is None and t_s >= self.t_start_s + self.duration_s

@@ -373,6 +373,12 @@ class SimWorld:
             t = self.clock.now() if t_s is None else t_s
             return self._hexapod_motion.position(t)
 
+    def hexapod_axis_position(self, axis: str, t_s: float | None = None) -> float:
+        """One axis of :meth:`hexapod_position` (``"X"`` ... ``"W"``)."""
+        with self._lock:
+            t = self.clock.now() if t_s is None else t_s
+            return self._hexapod_motion.axis_position(axis, t)
+
     def hexapod_move(self, target: dict[str, float], *, velocity_mm_s: float) -> float:
         """Start a straight move to ``target`` (missing axes keep their target); returns duration.
 
@@ -410,7 +416,7 @@ class SimWorld:
             if self._cylinder is None:
                 return 0.0
             return cylinder_compression_mm(self.cylinder_contact_z_mm,
-                                           self.hexapod_position(t_s)["Z"])
+                                           self.hexapod_axis_position("Z", t_s))
 
     def cylinder_force_n(self, t_s: float | None = None) -> float:
         """Force of the cylinder on the plate in N (noise-free)."""
@@ -449,15 +455,26 @@ class SimWorld:
             else:
                 raise ValueError(f"unknown sensor {sensor!r}")
             offset_f, offset_t = self._sensor_offsets[sensor]
-            force = offset_f + self.rng.normal(0.0, spec.force_noise_n, 3)
-            force[2] += load_n + self.faults.spike_n(sensor, t)
-            torque = offset_t + self.rng.normal(0.0, spec.torque_noise_nm, 3)
-        force = np.round(force / spec.force_resolution_n) * spec.force_resolution_n
-        torque = np.round(torque / spec.torque_resolution_nm) * spec.torque_resolution_nm
-        saturated = spec.saturated(force, torque)
-        force = np.clip(force, -np.asarray(spec.force_range_n), spec.force_range_n)
-        torque = np.clip(torque, -np.asarray(spec.torque_range_nm), spec.torque_range_nm)
-        return force, torque, saturated
+            # plain floats (this runs at 200 Hz per stream; small-array numpy dominates): the
+            # same draws and the same IEEE operations as offset + normal(0, noise, 3) per part
+            z = self.rng.standard_normal(6).tolist()
+            spike_n = self.faults.spike_n(sensor, t) if self.faults.force_spikes else 0.0
+        f_noise, t_noise = spec.force_noise_n, spec.torque_noise_nm
+        fx, fy, fz = offset_f.tolist()
+        tx, ty, tz = offset_t.tolist()
+        f = _quantised((fx + f_noise * z[0], fy + f_noise * z[1],
+                        (fz + f_noise * z[2]) + (load_n + spike_n)), spec.force_resolution_n)
+        t = _quantised((tx + t_noise * z[3], ty + t_noise * z[4], tz + t_noise * z[5]),
+                       spec.torque_resolution_nm)
+        rfx, rfy, rfz = spec.force_range_n
+        rtx, rty, rtz = spec.torque_range_nm
+        saturated = not (abs(f[0]) < rfx and abs(f[1]) < rfy and abs(f[2]) < rfz
+                         and abs(t[0]) < rtx and abs(t[1]) < rty and abs(t[2]) < rtz)
+        force_n = np.array([min(max(f[0], -rfx), rfx), min(max(f[1], -rfy), rfy),
+                            min(max(f[2], -rfz), rfz)])
+        torque_nm = np.array([min(max(t[0], -rtx), rtx), min(max(t[1], -rty), rty),
+                              min(max(t[2], -rtz), rtz)])
+        return force_n, torque_nm, saturated
 
     # ------------------------------------------------------------------ time
     def _on_advance(self, t_from_s: float, t_to_s: float) -> None:
@@ -494,3 +511,9 @@ class SimWorld:
         self._halt_robot(t)
         self._protective_stop = True
         return True
+
+
+def _quantised(values: tuple[float, ...], step: float) -> list[float]:
+    """``values`` rounded to multiples of ``step`` (half to even, as :func:`numpy.round`);
+    non-finite values pass unchanged (``v - v`` is 0 only for finite ``v``)."""
+    return [round(v / step) * step if v - v == 0 else v for v in values]
