@@ -15,14 +15,18 @@ the Zarr store). Memory is ``n_seq * frames * (roi_h + w - 1) * (roi_w + w - 1) 
 
 from __future__ import annotations
 
+import functools
 import hashlib
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 from numpy.typing import NDArray
+from threadpoolctl import ThreadpoolController
 
 from analysis.swei_cnn.dense import zscore_windows_inplace
 
@@ -269,20 +273,79 @@ class WindowDraw:
         return WindowDraw(*(getattr(self, f)[index] for f in self.__dataclass_fields__))
 
 
-def _blur_frames_inplace(window: NDArray[np.float32], sigma_px: float) -> None:
-    """Spatial Gaussian blur of each frame of a (frame, h, w) float32 window, in place.
+_BLAS_LIMIT_LOCK = threading.Lock()
 
-    Same result as ``scipy.ndimage.gaussian_filter(window, (0, s, s), mode="nearest")`` (kernel
-    truncated at 4 sigma, edge values repeated), as two 1-D torch convolutions: ~10x faster.
+
+@functools.cache
+def _blas_controller() -> ThreadpoolController:
+    return ThreadpoolController()
+
+
+@contextmanager
+def _single_threaded_blas() -> Iterator[None]:
+    """Run the enclosed NumPy BLAS calls on one thread (restored after; one caller at a time).
+
+    The loader's matrix products are small: OpenBLAS's own threads only add hand-offs, and on a
+    loaded 2-core machine (or beside the training's torch threads) they stall it by 10-30x.
     """
-    radius = int(4.0 * sigma_px + 0.5)
-    x = np.arange(-radius, radius + 1, dtype=np.float64)
-    kernel = np.exp(-0.5 * (x / sigma_px) ** 2)
-    kernel = torch.from_numpy((kernel / kernel.sum()).astype(np.float32))
-    t = torch.from_numpy(window).unsqueeze(1)  # (frame, 1, h, w), shares memory
-    padded = torch.nn.functional.pad(t, (radius, radius, radius, radius), mode="replicate")
-    rows = torch.nn.functional.conv2d(padded, kernel.view(1, 1, -1, 1))
-    t[:] = torch.nn.functional.conv2d(rows, kernel.view(1, 1, 1, -1))
+    with _BLAS_LIMIT_LOCK, _blas_controller().limit(limits=1, user_api="blas"):
+        yield
+
+
+def _blur_matrices(sigma_px: NDArray[np.float64], size: int) -> NDArray[np.float32]:
+    """1-D Gaussian blurs along an axis of ``size`` pixels, one matrix per sigma.
+
+    ``mats[i] @ x`` blurs the first axis of ``x`` like ``scipy.ndimage.gaussian_filter1d(x,
+    sigma_px[i], axis=0, mode="nearest")``: kernel truncated at ``int(4 sigma + 0.5)`` pixels,
+    edge values repeated (the repeated taps are folded into the edge columns of the matrix).
+
+    Parameters
+    ----------
+    sigma_px : ndarray, shape (m,), float
+        Standard deviations, pixels (> 0).
+    size : int
+        Length of the blurred axis, pixels.
+
+    Returns
+    -------
+    mats : ndarray, shape (m, size, size), float32
+    """
+    radius = (4.0 * sigma_px + 0.5).astype(np.intp)
+    taps = np.arange(-int(radius.max()), int(radius.max()) + 1)
+    kernel = np.exp(-0.5 * (taps / sigma_px[:, None]) ** 2)
+    kernel[np.abs(taps) > radius[:, None]] = 0.0  # each sigma keeps its own truncation
+    kernel /= kernel.sum(axis=1, keepdims=True)
+    source = np.clip(np.arange(size)[:, None] + taps, 0, size - 1)  # (size, taps): pixel read
+    mats = np.zeros((len(sigma_px), size, size))
+    np.add.at(mats, (np.arange(len(sigma_px))[:, None, None], np.arange(size)[None, :, None],
+                     source[None]), kernel[:, None, :])
+    return mats.astype(np.float32)
+
+
+def _blur_windows(windows: NDArray[np.float32], sigma_px: NDArray[np.float64]
+                  ) -> NDArray[np.float32]:
+    """Spatial Gaussian blur of every frame of each window, one sigma per window.
+
+    Same result as ``scipy.ndimage.gaussian_filter(windows[i], (0, s, s), mode="nearest")``
+    per window (to float32 rounding), as two batched matrix products (BLAS): ``B x B^T`` per
+    frame with the window's blur matrix ``B`` (:func:`_blur_matrices`).
+
+    Parameters
+    ----------
+    windows : ndarray, shape (m, frame, h, w), float32
+    sigma_px : ndarray, shape (m,), float
+        Blur sigma of each window, pixels (> 0).
+
+    Returns
+    -------
+    blurred : ndarray, shape (m, frame, h, w), float32
+    """
+    m, frames, h, w = windows.shape
+    rows = _blur_matrices(sigma_px, h)
+    cols = rows if w == h else _blur_matrices(sigma_px, w)
+    with _single_threaded_blas():
+        lateral = np.matmul(windows.reshape(m, frames * h, w), cols.transpose(0, 2, 1))
+        return np.matmul(rows[:, None], lateral.reshape(m, frames, h, w))
 
 
 class WindowCache:
@@ -418,22 +481,24 @@ class WindowCache:
             Target at each window centre.
         """
         k = self.window_px
-        # one gather for all windows: a (seq, frame, row, col, k, k) view of the cache
-        view = np.lib.stride_tricks.sliding_window_view(self.windows_source, (k, k), axis=(2, 3))
-        out = np.ascontiguousarray(view[draw.seq, :, draw.row, draw.col])  # (n, frame, k, k)
-        for flags, axis in ((draw.flip_depth, 2), (draw.flip_lateral, 3)):
-            if flags.any():
-                out[flags] = np.flip(out[flags], axis=axis)
-        for turns in (1, 2, 3):
-            sel = draw.quarter_turns == turns
-            if sel.any():
-                out[sel] = np.rot90(out[sel], turns, axes=(2, 3))
-        for i in np.flatnonzero(draw.blur_sigma_px > 0):
-            _blur_frames_inplace(out[i], float(draw.blur_sigma_px[i]))
+        out = np.empty((len(draw), self.windows_source.shape[1], k, k), dtype=np.float32)
+        # one copy per window, from a view of the cache that holds its flips and quarter turns
+        # (np.rot90(x, t) after the flips, as strides: t odd transposes, t = 2, 3 reverse depth
+        # and t = 1, 2 reverse lateral)
+        for i, (s, r, c, flip_d, flip_l, turns) in enumerate(zip(
+                draw.seq.tolist(), draw.row.tolist(), draw.col.tolist(),
+                draw.flip_depth.tolist(), draw.flip_lateral.tolist(),
+                (draw.quarter_turns % 4).tolist(), strict=True)):
+            step_d = -1 if flip_d != (turns in (2, 3)) else 1
+            step_l = -1 if flip_l != (turns in (1, 2)) else 1
+            window = self.windows_source[s, :, r : r + k, c : c + k][:, ::step_d, ::step_l]
+            out[i] = window.transpose(0, 2, 1) if turns % 2 else window
+        blurred = np.flatnonzero(draw.blur_sigma_px > 0)
+        if blurred.size:
+            out[blurred] = _blur_windows(out[blurred], draw.blur_sigma_px[blurred])
         zscore_windows_inplace(out)
         for i in np.flatnonzero(draw.erase[:, 2] > 0):
             top, left, eh, ew = draw.erase[i]
             out[i, :, top : top + eh, left : left + ew] = 0.0
         targets = self.targets[draw.seq, draw.row, draw.col]
         return torch.from_numpy(out).unsqueeze(1), torch.from_numpy(targets.astype(np.float32))
-
