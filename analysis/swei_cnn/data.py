@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import os
 import threading
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -273,6 +275,9 @@ class WindowDraw:
         return WindowDraw(*(getattr(self, f)[index] for f in self.__dataclass_fields__))
 
 
+#: Windows a loader thread takes at a time: about this many bytes, so that a chunk stays in the
+#: core's cache from the copy through the blur, the z-score and erasing.
+_CHUNK_BYTES = 2**21
 _BLAS_LIMIT_LOCK = threading.Lock()
 
 
@@ -283,7 +288,8 @@ def _blas_controller() -> ThreadpoolController:
 
 @contextmanager
 def _single_threaded_blas() -> Iterator[None]:
-    """Run the enclosed NumPy BLAS calls on one thread (restored after; one caller at a time).
+    """Run the enclosed NumPy BLAS calls on one thread each (the setting is process-wide;
+    restored after; one holder at a time, so nested or concurrent holders cannot leave it set).
 
     The loader's matrix products are small: OpenBLAS's own threads only add hand-offs, and on a
     loaded 2-core machine (or beside the training's torch threads) they stall it by 10-30x.
@@ -328,7 +334,8 @@ def _blur_windows(windows: NDArray[np.float32], sigma_px: NDArray[np.float64]
 
     Same result as ``scipy.ndimage.gaussian_filter(windows[i], (0, s, s), mode="nearest")``
     per window (to float32 rounding), as two batched matrix products (BLAS): ``B x B^T`` per
-    frame with the window's blur matrix ``B`` (:func:`_blur_matrices`).
+    frame with the window's blur matrix ``B`` (:func:`_blur_matrices`). Call it inside
+    :func:`_single_threaded_blas`.
 
     Parameters
     ----------
@@ -343,9 +350,8 @@ def _blur_windows(windows: NDArray[np.float32], sigma_px: NDArray[np.float64]
     m, frames, h, w = windows.shape
     rows = _blur_matrices(sigma_px, h)
     cols = rows if w == h else _blur_matrices(sigma_px, w)
-    with _single_threaded_blas():
-        lateral = np.matmul(windows.reshape(m, frames * h, w), cols.transpose(0, 2, 1))
-        return np.matmul(rows[:, None], lateral.reshape(m, frames, h, w))
+    lateral = np.matmul(windows.reshape(m, frames * h, w), cols.transpose(0, 2, 1))
+    return np.matmul(rows[:, None], lateral.reshape(m, frames, h, w))
 
 
 class WindowCache:
@@ -364,13 +370,20 @@ class WindowCache:
         too small for the ROI plus the half-window margin.
     roi_centre_px : (int, int), optional
         ROI centre pixel; default the image centre.
+    threads : int, optional
+        Threads that build a batch (chunks of windows; NumPy releases the GIL while copying and
+        computing); default 2, or 1 on a one-CPU machine. The batch does not depend on it.
     """
 
     def __init__(self, data: SweiTrainingSet, indices: Sequence[int] | NDArray[np.intp], *,
                  window_px: int, roi_px: tuple[int, int] = DEFAULT_ROI_PX,
-                 roi_centre_px: tuple[int, int] | None = None) -> None:
+                 roi_centre_px: tuple[int, int] | None = None,
+                 threads: int | None = None) -> None:
         if window_px < 1 or window_px % 2 == 0:
             raise ValueError(f"window_px must be odd and >= 1, got {window_px}")
+        if threads is not None and threads < 1:
+            raise ValueError(f"threads must be >= 1, got {threads}")
+        self.threads = threads if threads is not None else min(2, os.cpu_count() or 1)
         self.indices = np.asarray(indices, dtype=np.intp)
         if self.indices.size == 0:
             raise ValueError("no sequences to cache (empty split?)")
@@ -470,6 +483,31 @@ class WindowCache:
         return WindowDraw(seq.astype(np.intp), row, col, flip_depth, flip_lateral,
                           turns.astype(np.intp), blur, erase)
 
+    def _fill(self, out: NDArray[np.float32], draw: WindowDraw, part: slice) -> None:
+        """Windows ``part`` of ``draw`` into ``out[part]``: copy (flips and quarter turns as
+        strides), blur, z-score, erase; a chunk small enough to stay in the core's cache."""
+        k = self.window_px
+        # np.rot90(x, t) after the flips, as strides: t odd transposes, t = 2, 3 reverse depth
+        # and t = 1, 2 reverse lateral
+        for i, s, r, c, flip_d, flip_l, turns in zip(
+                range(len(draw))[part], draw.seq[part].tolist(), draw.row[part].tolist(),
+                draw.col[part].tolist(), draw.flip_depth[part].tolist(),
+                draw.flip_lateral[part].tolist(), (draw.quarter_turns[part] % 4).tolist(),
+                strict=True):
+            step_d = -1 if flip_d != (turns in (2, 3)) else 1
+            step_l = -1 if flip_l != (turns in (1, 2)) else 1
+            window = self.windows_source[s, :, r : r + k, c : c + k][:, ::step_d, ::step_l]
+            out[i] = window.transpose(0, 2, 1) if turns % 2 else window
+        windows = out[part]
+        sigma = draw.blur_sigma_px[part]
+        blurred = np.flatnonzero(sigma > 0)
+        if blurred.size:
+            windows[blurred] = _blur_windows(windows[blurred], sigma[blurred])
+        zscore_windows_inplace(windows)
+        for i in np.flatnonzero(draw.erase[part, 2] > 0):
+            top, left, eh, ew = draw.erase[part][i]
+            windows[i, :, top : top + eh, left : left + ew] = 0.0
+
     def batch(self, draw: WindowDraw) -> tuple[torch.Tensor, torch.Tensor]:
         """Windows and targets for ``draw``.
 
@@ -482,23 +520,16 @@ class WindowCache:
         """
         k = self.window_px
         out = np.empty((len(draw), self.windows_source.shape[1], k, k), dtype=np.float32)
-        # one copy per window, from a view of the cache that holds its flips and quarter turns
-        # (np.rot90(x, t) after the flips, as strides: t odd transposes, t = 2, 3 reverse depth
-        # and t = 1, 2 reverse lateral)
-        for i, (s, r, c, flip_d, flip_l, turns) in enumerate(zip(
-                draw.seq.tolist(), draw.row.tolist(), draw.col.tolist(),
-                draw.flip_depth.tolist(), draw.flip_lateral.tolist(),
-                (draw.quarter_turns % 4).tolist(), strict=True)):
-            step_d = -1 if flip_d != (turns in (2, 3)) else 1
-            step_l = -1 if flip_l != (turns in (1, 2)) else 1
-            window = self.windows_source[s, :, r : r + k, c : c + k][:, ::step_d, ::step_l]
-            out[i] = window.transpose(0, 2, 1) if turns % 2 else window
-        blurred = np.flatnonzero(draw.blur_sigma_px > 0)
-        if blurred.size:
-            out[blurred] = _blur_windows(out[blurred], draw.blur_sigma_px[blurred])
-        zscore_windows_inplace(out)
-        for i in np.flatnonzero(draw.erase[:, 2] > 0):
-            top, left, eh, ew = draw.erase[i]
-            out[i, :, top : top + eh, left : left + ew] = 0.0
+        chunk = max(1, _CHUNK_BYTES // out[:1].nbytes) if len(out) else 1
+        starts = range(0, len(draw), chunk)
+        with _single_threaded_blas():
+            if self.threads > 1 and len(starts) > 1:
+                with ThreadPoolExecutor(min(self.threads, len(starts))) as pool:
+                    for _ in pool.map(lambda a: self._fill(out, draw, slice(a, a + chunk)),
+                                      starts):
+                        pass  # re-raises a worker's error here
+            else:
+                for a in starts:
+                    self._fill(out, draw, slice(a, a + chunk))
         targets = self.targets[draw.seq, draw.row, draw.col]
         return torch.from_numpy(out).unsqueeze(1), torch.from_numpy(targets.astype(np.float32))

@@ -8,6 +8,7 @@ import scipy.ndimage
 import torch
 from threadpoolctl import threadpool_info
 
+import analysis.swei_cnn.data as data_module
 from analysis.swei_cnn.data import (
     Augmentation,
     SweiTrainingSet,
@@ -144,11 +145,14 @@ def _reference_batch(cache: WindowCache, draw: WindowDraw) -> np.ndarray:
     return np.stack(out)
 
 
-def test_batch_equals_a_per_window_reference_with_every_augmentation() -> None:
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_batch_equals_a_per_window_reference_with_every_augmentation(
+        threads: int, monkeypatch: pytest.MonkeyPatch) -> None:
     """Every flip / quarter-turn combination, blur sigmas over the whole range and erasing,
-    against :func:`_reference_batch` to float32 tolerance (normalised windows are O(1))."""
+    against :func:`_reference_batch` to float32 tolerance (normalised windows are O(1)); chunks
+    of 7 windows over ``threads`` threads give the same batch, bit for bit, as one thread."""
     data = _small_set()
-    cache = WindowCache(data, [0, 3, 6], window_px=9, roi_px=(10, 14))
+    cache = WindowCache(data, [0, 3, 6], window_px=9, roi_px=(10, 14), threads=threads)
     aug = Augmentation(flip_probability=0.5, rotate=True, blur_probability=0.4,
                        blur_sigma_px=(0.3, 2.4), erase_probability=0.3)
     draw = cache.draw(np.random.default_rng(11), windows_per_sequence=60, augmentation=aug)
@@ -158,10 +162,13 @@ def test_batch_equals_a_per_window_reference_with_every_augmentation() -> None:
     sigmas = draw.blur_sigma_px[draw.blur_sigma_px > 0]
     assert sigmas.min() < 0.5 and sigmas.max() > 2.0  # kernel radii 1 .. 10 px (> window)
     assert (draw.erase[:, 2] > 0).sum() > 10
+    whole, _ = cache.batch(draw)  # one chunk
+    monkeypatch.setattr(data_module, "_CHUNK_BYTES", 7 * 35 * 9 * 9 * 4)
     x, y = cache.batch(draw)
     assert x.dtype == torch.float32 and x.shape == (len(draw), 1, 35, 9, 9)
     np.testing.assert_allclose(x[:, 0].numpy(), _reference_batch(cache, draw), atol=2e-5,
                                rtol=0)
+    np.testing.assert_array_equal(x.numpy(), whole.numpy())
     np.testing.assert_array_equal(y.numpy(), cache.targets[draw.seq, draw.row, draw.col])
 
 
