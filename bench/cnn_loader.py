@@ -7,7 +7,7 @@ Builds a synthetic session store (250 x 600 px sequences by default, 35 frames),
 reference in the same run: each window read from the Zarr store on demand and z-normalised (what a
 loader without the cache would do).
 
-    .venv/bin/python bench/cnn_loader.py [--quick] [--window 33] [--batch 250]
+    .venv/bin/python bench/cnn_loader.py [--quick] [--window 33] [--batch 250] [--threads 2]
 
 Writes ``bench/results/cnn_loader.json``. Target (issue 13): >= 5000 augmented 33 px windows/s on
 2 cores (``target_windows_per_s``, ``meets_target`` in the JSON: the wall-clock rate). The machine
@@ -41,6 +41,8 @@ def main() -> int:
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--window", type=int, default=33, help="window side, px (odd)")
     p.add_argument("--batch", type=int, default=250, help="windows per batch")
+    p.add_argument("--threads", type=int, default=None,
+                   help="loader threads (WindowCache's default: 2, or 1 on a one-CPU machine)")
     args = p.parse_args()
     shape = (35, 180, 260) if args.quick else (35, 250, 600)
     n_seq_args = {"gelatin_percents": (5.0, 10.0, 15.0), "positions": 2 if args.quick else 4,
@@ -51,7 +53,7 @@ def main() -> int:
         data = load_swei_training_set(store)
         n = len(data)
         t0 = time.perf_counter()
-        cache = WindowCache(data, np.arange(n), window_px=args.window)
+        cache = WindowCache(data, np.arange(n), window_px=args.window, threads=args.threads)
         t_cache = time.perf_counter() - t0
         rng = np.random.default_rng(0)
         aug = Augmentation()
@@ -84,6 +86,7 @@ def main() -> int:
         zscore_windows(np.stack(windows))
         zarr_rate = n_ref / (time.perf_counter() - t0)
     result = {"quick": args.quick, "window_px": args.window, "batch": args.batch,
+              "loader_threads": cache.threads,
               "sequence_shape": list(shape), "sequences": n, "cache_mb": cache.nbytes / 2**20,
               "cache_build_s": t_cache, "timed_windows": done,
               "cached_windows_per_s": cached_rate, "cached_windows_per_cpu_s": cached_cpu_rate,
