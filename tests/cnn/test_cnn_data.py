@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import scipy.ndimage
+import torch
+from threadpoolctl import threadpool_info
 
+import analysis.swei_cnn.data as data_module
 from analysis.swei_cnn.data import (
     Augmentation,
     SweiTrainingSet,
     WindowCache,
+    WindowDraw,
     concentration_split,
     position_fold_split,
 )
@@ -112,7 +117,68 @@ def test_augmentation_is_seeded_and_does_what_it_says() -> None:
     flipped = type(flipped)(**{**flipped.__dict__, "flip_lateral": np.array([True])})
     a, _ = cache.batch(plain.subset(slice(0, 1)))
     b, _ = cache.batch(flipped)
-    np.testing.assert_array_equal(b.numpy(), a.numpy()[..., ::-1])
+    # equal to float32 rounding: the window mean is summed in another order
+    np.testing.assert_allclose(b.numpy(), a.numpy()[..., ::-1], atol=1e-6, rtol=0)
+
+
+def _reference_batch(cache: WindowCache, draw: WindowDraw) -> np.ndarray:
+    """The loader's windows one at a time, in float64, with NumPy and SciPy's own operations:
+    slice, flips, np.rot90, scipy.ndimage.gaussian_filter (4 sigma, edges repeated), z-score,
+    erase."""
+    k = cache.window_px
+    out = []
+    for i in range(len(draw)):
+        r, c = draw.row[i], draw.col[i]
+        w = cache.windows_source[draw.seq[i], :, r : r + k, c : c + k].astype(np.float64)
+        if draw.flip_depth[i]:
+            w = np.flip(w, axis=1)
+        if draw.flip_lateral[i]:
+            w = np.flip(w, axis=2)
+        w = np.rot90(w, draw.quarter_turns[i], axes=(1, 2))
+        if draw.blur_sigma_px[i] > 0:
+            s = draw.blur_sigma_px[i]
+            w = scipy.ndimage.gaussian_filter(w, (0, s, s), mode="nearest", truncate=4.0)
+        w = (w - w.mean()) / w.std()
+        top, left, eh, ew = draw.erase[i]
+        w[:, top : top + eh, left : left + ew] = 0.0
+        out.append(w)
+    return np.stack(out)
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_batch_equals_a_per_window_reference_with_every_augmentation(
+        threads: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every flip / quarter-turn combination, blur sigmas over the whole range and erasing,
+    against :func:`_reference_batch` to float32 tolerance (normalised windows are O(1)); chunks
+    of 7 windows over ``threads`` threads give the same batch, bit for bit, as one thread."""
+    data = _small_set()
+    cache = WindowCache(data, [0, 3, 6], window_px=9, roi_px=(10, 14), threads=threads)
+    aug = Augmentation(flip_probability=0.5, rotate=True, blur_probability=0.4,
+                       blur_sigma_px=(0.3, 2.4), erase_probability=0.3)
+    draw = cache.draw(np.random.default_rng(11), windows_per_sequence=60, augmentation=aug)
+    combos = set(zip(draw.flip_depth.tolist(), draw.flip_lateral.tolist(),
+                     draw.quarter_turns.tolist(), strict=True))
+    assert len(combos) == 16  # the draw covers the whole augmentation group
+    sigmas = draw.blur_sigma_px[draw.blur_sigma_px > 0]
+    assert sigmas.min() < 0.5 and sigmas.max() > 2.0  # kernel radii 1 .. 10 px (> window)
+    assert (draw.erase[:, 2] > 0).sum() > 10
+    whole, _ = cache.batch(draw)  # one chunk
+    monkeypatch.setattr(data_module, "_CHUNK_BYTES", 7 * 35 * 9 * 9 * 4)
+    x, y = cache.batch(draw)
+    assert x.dtype == torch.float32 and x.shape == (len(draw), 1, 35, 9, 9)
+    np.testing.assert_allclose(x[:, 0].numpy(), _reference_batch(cache, draw), atol=2e-5,
+                               rtol=0)
+    np.testing.assert_array_equal(x.numpy(), whole.numpy())
+    np.testing.assert_array_equal(y.numpy(), cache.targets[draw.seq, draw.row, draw.col])
+
+
+def test_batch_leaves_the_blas_thread_count_as_it_was() -> None:
+    data = _small_set()
+    cache = WindowCache(data, [0, 1], window_px=9, roi_px=(4, 4))
+    before = [(i["filepath"], i["num_threads"]) for i in threadpool_info()]
+    cache.batch(cache.draw(np.random.default_rng(0), windows_per_sequence=8,
+                           augmentation=Augmentation(blur_probability=1.0)))
+    assert [(i["filepath"], i["num_threads"]) for i in threadpool_info()] == before
 
 
 def test_load_from_store(tmp_path) -> None:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from analysis.swei_cnn.dense import predict_map, zscore_windows
+from analysis.swei_cnn.dense import predict_map, zscore_windows, zscore_windows_inplace
 from analysis.swei_cnn.model import FRAMES, SpatioTemporalDenseNet, swei_cnn
 
 
@@ -80,6 +80,21 @@ def test_zscore_windows() -> None:
     np.testing.assert_allclose(z[[0, 2, 3]].mean(axis=(1, 2, 3)), 0, atol=1e-6)
     np.testing.assert_allclose(z[[0, 2, 3]].std(axis=(1, 2, 3)), 1, atol=1e-5)
     assert (z[1] == 0).all()
+
+
+@pytest.mark.parametrize("value", [0.1, 3.3e-7, -2.7, 0.0])
+def test_zscore_constant_window_is_zeros_when_its_float32_mean_is_inexact(value: float) -> None:
+    """35 x 33 x 33 copies of 0.1 do not sum to 0.1 * n in float32; the window is still
+    constant and must become zeros (not +-1 from dividing the rounding error by itself)."""
+    rng = np.random.default_rng(1)
+    w = rng.normal(1e-6, 3e-7, (3, 35, 33, 33)).astype(np.float32)
+    w[1] = value
+    z = zscore_windows(w)
+    assert (z[1] == 0).all()
+    want = (w[0].astype(np.float64) - w[0].mean(dtype=np.float64)) / w[0].std(dtype=np.float64)
+    np.testing.assert_allclose(z[0], want, atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="C-contiguous float32"):
+        zscore_windows_inplace(w[:, :, ::2])
 
 
 def test_dense_requires_eval_mode_and_big_enough_map() -> None:
