@@ -1,4 +1,4 @@
-"""Exact memo of shear-wave solves: bit-identical hits, misses on any changed input, memory bound."""
+"""Exact memo of shear-wave solves: bit-identical hits, misses on a changed input, memory bound."""
 
 from __future__ import annotations
 
