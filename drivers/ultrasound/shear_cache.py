@@ -13,9 +13,9 @@ split, see :mod:`drivers.ultrasound._shear_numba`). Any change of one value, e.g
 that moved by one FD node, is a different key and a fresh solve.
 
 Memory: the entries are held in least-recently-used order and the oldest are dropped once their
-arrays together exceed ``max_bytes`` (default :data:`DEFAULT_MAX_BYTES` = 256 MiB; one field of
-the default demo, 45 frames x ~300 x ~190 pixels float32, is ~10 MiB, so ~25 fields). A field
-larger than the bound is never stored.
+arrays together exceed ``max_bytes`` (default :data:`DEFAULT_MAX_BYTES` = 128 MiB; one field of
+the default demo is 1.9 MB, so ~70 fields, against the 7 pushes of a position that repeat on a
+homogeneous block). A field larger than the bound is never stored.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ import numpy as np
 __all__ = ["DEFAULT_MAX_BYTES", "ShearFieldCache", "digest"]
 
 #: Default bound of the memo (bytes of the stored arrays).
-DEFAULT_MAX_BYTES = 256 * 2**20
+DEFAULT_MAX_BYTES = 128 * 2**20
 
 
 def digest(*parts: Any) -> str:

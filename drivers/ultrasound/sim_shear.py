@@ -98,7 +98,7 @@ ATTENUATION_DB_CM_MHZ = 0.5
 #: The elevation period of the quadrature exceeds ``margin x c_max x t_end`` (see notes).
 ELEVATION_REACH_MARGIN = 1.1
 
-#: Process-wide exact memo of the solves (see :mod:`drivers.ultrasound.shear_cache`; 256 MiB).
+#: Process-wide exact memo of the solves (see :mod:`drivers.ultrasound.shear_cache`; 128 MiB).
 FIELD_CACHE = ShearFieldCache()
 
 ModulusMap = Callable[[NDArray[np.float64], NDArray[np.float64]], NDArray[np.floating]]
