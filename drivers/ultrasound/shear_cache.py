@@ -21,6 +21,7 @@ homogeneous block). A field larger than the bound is never stored.
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections import OrderedDict
 from typing import Any
 
@@ -67,6 +68,7 @@ class ShearFieldCache:
         self.max_bytes = int(max_bytes)
         self._entries: OrderedDict[str, tuple[np.ndarray, ...]] = OrderedDict()
         self._bytes = 0
+        self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0
 
@@ -80,27 +82,33 @@ class ShearFieldCache:
 
     def get(self, key: str) -> tuple[np.ndarray, ...] | None:
         """Copies of the arrays stored under ``key``, or None (counted as a miss)."""
-        entry = self._entries.get(key)
-        if entry is None:
-            self.misses += 1
-            return None
-        self._entries.move_to_end(key)
-        self.hits += 1
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None:
+                self.misses += 1
+                return None
+            self._entries.move_to_end(key)
+            self.hits += 1
         return tuple(a.copy() for a in entry)
 
     def put(self, key: str, arrays: tuple[np.ndarray, ...]) -> None:
         """Store copies of ``arrays`` under ``key``, dropping the least recently used beyond the
         bound."""
         size = sum(a.nbytes for a in arrays)
-        if size > self.max_bytes or key in self._entries:
+        if size > self.max_bytes:
             return
-        self._entries[key] = tuple(a.copy() for a in arrays)
-        self._bytes += size
-        while self._bytes > self.max_bytes:
-            _, old = self._entries.popitem(last=False)
-            self._bytes -= sum(a.nbytes for a in old)
+        stored = tuple(a.copy() for a in arrays)
+        with self._lock:
+            if key in self._entries:
+                return
+            self._entries[key] = stored
+            self._bytes += size
+            while self._bytes > self.max_bytes:
+                _, old = self._entries.popitem(last=False)
+                self._bytes -= sum(a.nbytes for a in old)
 
     def clear(self) -> None:
         """Drop every entry (the hit/miss counters stay)."""
-        self._entries.clear()
-        self._bytes = 0
+        with self._lock:
+            self._entries.clear()
+            self._bytes = 0
