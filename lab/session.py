@@ -42,11 +42,12 @@ Lifecycle of a store (root attributes):
 
 Every force sample the guard's force watches see during a unit attempt (complete or not) is stored
 in the ``force_log`` table, which is never rolled back: it is the evidence that limits held, faults
-included. An attempt's samples are flushed every :data:`FORCE_LOG_FLUSH_SAMPLES` (``partial``
-records) and at its end; a completed unit's record is written before its progress commit. In
-between they are journalled (:mod:`lab.force_journal`, ``logs/force-journal.bin``) within a
-clock step, so a ``kill -9`` loses none: the next run of the runner moves them into ``force_log``
-(a ``recovered`` record) before it rolls anything back. See ``docs/safety.md``.
+included. An attempt's samples are flushed at its end and, to bound memory, every
+:data:`FORCE_LOG_FLUSH_SAMPLES` (60 000, ``partial`` records); a completed unit's record is
+written before its progress commit. In between they are journalled (:mod:`lab.force_journal`,
+``logs/force-journal.bin``) within a clock step, so a ``kill -9`` loses none: the next run of
+the runner moves them into ``force_log`` (a ``recovered`` record) before it rolls anything
+back. See ``docs/safety.md``.
 """
 
 from __future__ import annotations
@@ -105,9 +106,12 @@ RETRY_DELAY_S = 2.0
 #: Speeds of make-safe retracts.
 SAFE_LIFT_SPEED_M_S = 0.01
 SAFE_LIFT_ACCELERATION_M_S2 = 0.1
-#: Force samples kept in memory before they are written to ``force_log`` mid-attempt (so a
-#: killed attempt leaves its evidence up to the last flush).
-FORCE_LOG_FLUSH_SAMPLES = 1000
+#: Force samples (both sensors) kept in memory before they are written to ``force_log``
+#: mid-attempt. Not needed for evidence (the journal keeps every sample through a kill -9): it
+#: bounds the memory of the watches' logs, ~64 bytes a sample (two lists of Python floats), so
+#: 60 000 samples (5 min of one sensor at 200 Hz) hold ~3.8 MB. Each flush is one zarr append
+#: (~30 ms), so the default demo's indentations flush ~8 times instead of ~500.
+FORCE_LOG_FLUSH_SAMPLES = 60_000
 #: Margin (m) around a phantom (and the probe face's half-length) of the near-contact zones.
 CONTACT_ZONE_MARGIN_M = 0.003
 #: Half the longest side of the probe face (40 mm), m.

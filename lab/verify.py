@@ -18,10 +18,11 @@ import itertools
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import zarr
+from numpy.typing import NDArray
 
 from lab.force_journal import journal_path, read_journal, recover_journal, unlogged_samples
 from lab.provenance import plan_hash
@@ -62,11 +63,20 @@ def _chunk_path(array: zarr.Array, store_path: Path, coords: tuple[int, ...]) ->
     return store_path / array.path / key
 
 
+#: Bytes of decoded data read in one call when checking an array (one zarr read decodes a slab
+#: of chunks concurrently, ~5x less CPU than one read per chunk).
+SLAB_BYTES = 32 * 2**20
+
+
 def _check_array(report: VerifyReport, store_path: Path, array: zarr.Array, rows: int | None
                  ) -> None:
-    """Chunk existence, decoding and finite values of ``array`` (first ``rows`` rows if given)."""
+    """Chunk existence, decoding and finite values of ``array`` (first ``rows`` rows if given).
+
+    The chunks are read in slabs along the first axis (at most :data:`SLAB_BYTES` each); a slab
+    with a missing chunk or one that fails to decode is read again chunk by chunk, so each
+    problem names its chunk.
+    """
     report.checked_arrays += 1
-    where = array.path
     shape = array.shape
     if rows is not None:
         shape = (min(rows, shape[0]), *shape[1:])
@@ -74,33 +84,58 @@ def _check_array(report: VerifyReport, store_path: Path, array: zarr.Array, rows
         return
     chunks = array.chunks
     grid = [range(math.ceil(s / c)) for s, c in zip(shape, chunks, strict=True)]
-    allow_nan = bool(array.attrs.get("allow_nan", False))
-    floating = np.dtype(array.dtype).kind in "fc"
-    bad_chunks: list[tuple[int, ...]] = []
+    chunk_bytes = math.prod(chunks) * np.dtype(array.dtype).itemsize
+    per_row = max(1, math.prod(len(g) for g in grid[1:]))
+    rows_per_slab = max(1, SLAB_BYTES // (chunk_bytes * per_row))
     nonfinite = 0
-    for coords in itertools.product(*grid):
-        report.checked_chunks += 1
-        if not _chunk_path(array, store_path, coords).is_file():
-            bad_chunks.append(coords)
-            report.add("error", where, f"chunk {coords} is missing (data lost)")
+    for first in range(0, len(grid[0]), rows_per_slab):
+        slab_rows = grid[0][first:first + rows_per_slab]
+        coords = list(itertools.product(slab_rows, *grid[1:]))
+        report.checked_chunks += len(coords)
+        missing = [c for c in coords if not _chunk_path(array, store_path, c).is_file()]
+        if not missing:
+            sel = (slice(slab_rows[0] * chunks[0], min((slab_rows[-1] + 1) * chunks[0], shape[0])),
+                   *(slice(0, s) for s in shape[1:]))
+            try:
+                nonfinite += _nonfinite(array, np.asarray(array[sel]))
+                continue
+            except Exception:  # any codec error: find the chunk below
+                pass
+        nonfinite += _check_chunks(report, array, coords, shape, set(missing))
+    if nonfinite:
+        what = "Inf" if array.attrs.get("allow_nan", False) else "NaN/Inf"
+        report.add("error", array.path, f"{nonfinite} {what} values")
+
+
+def _nonfinite(array: zarr.Array, block: NDArray[Any]) -> int:
+    """Values of ``block`` not allowed in ``array``: Inf, and NaN unless ``allow_nan``."""
+    if np.dtype(array.dtype).kind not in "fc":
+        return 0
+    if array.attrs.get("allow_nan", False):
+        return int(np.isinf(block).sum())
+    return int((~np.isfinite(block)).sum())
+
+
+def _check_chunks(report: VerifyReport, array: zarr.Array, coords: list[tuple[int, ...]],
+                  shape: tuple[int, ...], missing: set[tuple[int, ...]]) -> int:
+    """One read per chunk of ``coords``: report the missing and undecodable ones; returns the
+    count of non-finite values in the others."""
+    chunks = array.chunks
+    nonfinite = 0
+    for c in coords:
+        if c in missing:
+            report.add("error", array.path, f"chunk {c} is missing (data lost)")
             continue
-        sel = tuple(
-            slice(i * c, min((i + 1) * c, s)) for i, c, s in zip(coords, chunks, shape, strict=True)
-        )
+        sel = tuple(slice(i * n, min((i + 1) * n, s)) for i, n, s in zip(c, chunks, shape,
+                                                                       strict=True))
         try:
             block = np.asarray(array[sel])
         except Exception as exc:  # decoding errors come in many types from the codecs
-            report.add("error", where, f"chunk {coords} cannot be decoded "
-                                       f"(truncated or corrupt): {type(exc).__name__}: {exc}")
+            report.add("error", array.path, f"chunk {c} cannot be decoded "
+                                            f"(truncated or corrupt): {type(exc).__name__}: {exc}")
             continue
-        if floating:
-            if allow_nan:
-                nonfinite += int(np.isinf(block).sum())
-            else:
-                nonfinite += int((~np.isfinite(block)).sum())
-    if nonfinite:
-        what = "Inf" if allow_nan else "NaN/Inf"
-        report.add("error", where, f"{nonfinite} {what} values")
+        nonfinite += _nonfinite(array, block)
+    return nonfinite
 
 
 def verify_store(path: str | Path, *, repair: bool = False) -> VerifyReport:

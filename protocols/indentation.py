@@ -10,14 +10,14 @@ One unit (``indentation/{cylinder}``):
    stream (:class:`lab.safety.GuardedForceSensor`: no request on the wire per sample), so
    ``sample_rate_hz`` should not exceed the sensor's ``rate_hz`` (samples would repeat). The
    plate position at each sample time comes from the controller's data recorder (RTR/DRR?),
-   read once per ``BATCH_SAMPLES`` samples and interpolated, instead of one ``POS?`` a sample;
-   the protocol's own strain and force stops may therefore act up to one batch late (the
-   guard's watch still checks every force sample at the safety limit). The
-   force is tared by the mean of ``TARE_SAMPLES`` samples in air (the Net F/T bias is one
-   noisy sample, a few mN off). Contact is where the moving average of ``CONTACT_SAMPLES``
-   samples first reaches ``contact_force_n`` (the 5 mN default is only a few quantisation
-   steps of the Nano17); ``contact_position_mm`` is the plate travel at the
-   first sample of that window. The run ends at
+   read once per batch (:func:`batch_samples`: at most 5 um of travel and 0.5 s) and
+   interpolated, instead of one ``POS?`` a sample; the protocol's own strain and force stops
+   may therefore act up to one batch late (the guard's watch still checks every force sample at
+   the safety limit). The force is tared by the mean of ``TARE_SAMPLES`` samples in air (the
+   Net F/T bias is one noisy sample, a few mN off). Contact is where the moving average of
+   ``CONTACT_SAMPLES`` samples first reaches ``contact_force_n`` (the 5 mN default is only a few
+   quantisation steps of the Nano17); ``contact_position_mm`` is the plate travel at the first
+   sample of that window. The run ends at
    ``max_strain`` (7 %) beyond contact (``stop_reason = "strain"``) or when the force reaches
    ``force_stop_n`` (``"force_limit"``), whichever comes first; the guard's watchdog trips at
    the safety limit (2 N) if the force ever gets past the protocol's own stop. The plate is
@@ -60,9 +60,16 @@ TARE_SAMPLES = 40
 LOOKAHEAD_S = 1.0
 #: Samples per batch of the drive: every force sample streams in (and the guard checks it as it
 #: is read), the plate positions of a batch come from the hexapod's data recorder in one read.
-#: The protocol's own stops (strain, force) act at most one batch (0.1 s at 200 Hz) late; the
-#: guard's force limit acts on every sample.
-BATCH_SAMPLES = 20
+#: The protocol's own stops (strain, force) act at most one batch late; the guard's force limit
+#: acts on every sample. A batch is at most ``BATCH_SAMPLES_MAX`` samples and at most
+#: ``BATCH_TRAVEL_MM`` of plate travel (:func:`batch_samples`): 100 samples (0.5 s) at the
+#: default 200 Hz and 0.01 mm/s. On the default demo's stiffest cylinder (15 %, 97.2 kPa, r 10 mm,
+#: l0 40 mm: 763 N/m) the force stop then overshoots ``force_stop_n`` by at most
+#: 763 N/m x 5 um = 3.8 mN, inside the 50 mN between 1.95 N and the 2 N limit; a cylinder stiffer
+#: than 10 000 N/m (e.g. 17.5 % with r 20 mm, l0 5 mm) would reach the guard's limit instead (a
+#: trip, not an overshoot).
+BATCH_SAMPLES_MAX = 100
+BATCH_TRAVEL_MM = 0.005
 #: Rows per chunk of the indentation arrays.
 ROW_CHUNK = 8192
 
@@ -78,9 +85,18 @@ def _table(store: SessionStore) -> Any:
                              "start height, positive compressing; force compression positive"})
 
 
-def _sample_batches(sensor: Any, hexapod: Any, clock: Any, period_s: float
+def batch_samples(velocity_mm_s: float, period_s: float) -> int:
+    """Samples per drive batch: at most ``BATCH_TRAVEL_MM`` of travel, half of ``LOOKAHEAD_S``
+    (so the target is renewed well before the plate reaches it) and ``BATCH_SAMPLES_MAX``; >= 1.
+    """
+    by_travel = BATCH_TRAVEL_MM / (velocity_mm_s * period_s)
+    by_time = LOOKAHEAD_S / 2 / period_s
+    return int(max(1, min(BATCH_SAMPLES_MAX, np.floor(min(by_travel, by_time) + 1e-9))))
+
+
+def _sample_batches(sensor: Any, hexapod: Any, clock: Any, period_s: float, size: int
                     ) -> Iterator[list[tuple[Wrench, float]]]:
-    """Batches of ``(force sample, plate z in mm at its time)``, ``BATCH_SAMPLES`` at a time.
+    """Batches of ``(force sample, plate z in mm at its time)``, ``size`` at a time.
 
     One force sample per ``period_s`` (read as it comes, so the guard checks each one); the
     plate's z at each sample time is interpolated in the controller's recorded positions (taken
@@ -91,7 +107,7 @@ def _sample_batches(sensor: Any, hexapod: Any, clock: Any, period_s: float
     index = 0
     while True:
         samples = []
-        for _ in range(BATCH_SAMPLES):
+        for _ in range(size):
             clock.sleep(period_s)
             samples.append(sensor.read())
         points = last + hexapod.recorded_positions()
@@ -152,13 +168,15 @@ def run_unit(unit: Unit, devices: GuardedDevices, store: SessionStore, *,
     lookahead_mm = p.velocity_mm_s * LOOKAHEAD_S
     hexapod.move_to(z_mm=max(lowest_z, start_z - lookahead_mm))
     renew_at = t0 + LOOKAHEAD_S / 4
-    batches = _sample_batches(sensor, hexapod, clock, period)
+    batches = _sample_batches(sensor, hexapod, clock, period,
+                               batch_samples(p.velocity_mm_s, period))
     while not stop_reason:
-        for sample, z_now in next(batches):
+        batch = next(batches)
+        if clock.now() >= renew_at:  # from the newest position (a batch is half the lookahead)
+            hexapod.move_to(z_mm=max(lowest_z, batch[-1][1] - lookahead_mm))
+            renew_at = clock.now() + LOOKAHEAD_S / 4
+        for sample, z_now in batch:
             travel = start_z - z_now
-            if clock.now() >= renew_at:
-                hexapod.move_to(z_mm=max(lowest_z, z_now - lookahead_mm))
-                renew_at = clock.now() + LOOKAHEAD_S / 4
             fz = sample.fz_n - tare_n
             t_s.append(sample.t_s - t0)
             position.append(travel)

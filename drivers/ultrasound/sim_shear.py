@@ -66,6 +66,7 @@ focus (the on-axis force is the depth profile above), heating, nonlinear elastic
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import ModuleType
@@ -75,9 +76,11 @@ import scipy.sparse
 from numpy.typing import NDArray
 
 from drivers.ultrasound.sequences import SOUND_SPEED_M_S, ProbeModel, PushSequence
+from drivers.ultrasound.shear_cache import ShearFieldCache, digest
 from lab.gelatin import DENSITY_KG_M3, shear_wave_speed_m_s
 
 __all__ = [
+    "FIELD_CACHE",
     "REFERENCE_FORCE_N_M3",
     "ElevationLens",
     "ShearWaveField",
@@ -94,6 +97,9 @@ ATTENUATION_DB_CM_MHZ = 0.5
 
 #: The elevation period of the quadrature exceeds ``margin x c_max x t_end`` (see notes).
 ELEVATION_REACH_MARGIN = 1.1
+
+#: Process-wide exact memo of the solves (see :mod:`drivers.ultrasound.shear_cache`; 128 MiB).
+FIELD_CACHE = ShearFieldCache()
 
 ModulusMap = Callable[[NDArray[np.float64], NDArray[np.float64]], NDArray[np.floating]]
 
@@ -289,6 +295,7 @@ def simulate_shear_wave(
     sponge_mm: float = 10.0,
     time_step_s: float | None = None,
     elevation: ElevationLens | None = ElevationLens(),
+    cache: ShearFieldCache | None = FIELD_CACHE,
 ) -> ShearWaveField:
     """Simulate the shear wave of one push; true axial displacement at ``times_s`` on a pixel grid.
 
@@ -323,6 +330,9 @@ def simulate_shear_wave(
     elevation : ElevationLens or None
         Elevation beam of the push (2.5-D model, see the module notes); None = a 2-D line
         source, infinite in elevation.
+    cache : ShearFieldCache or None
+        Exact memo of the displacement by a digest of the evaluated modulus grids and every
+        other input (default the process-wide :data:`FIELD_CACHE`); None always solves.
 
     Returns
     -------
@@ -386,6 +396,14 @@ def simulate_shear_wave(
     else:
         raise ValueError(f"time_step_s {time_step_s} s is outside (0, {dt_stable:.3g}] s, the "
                          f"stability bound for c = {c_max:.2f} m/s on a {h * 1e3:.3f} mm grid")
+    result = functools.partial(
+        ShearWaveField, youngs_modulus_kpa=modulus_pix.astype(np.float32), times_s=times,
+        depth_m=zp, lateral_m=xp, grid_step_m=h, time_step_s=float(dt))
+    key = digest(modulus_pix, modulus_grid, times, zp, xp, push, probe, viscosity_pa_s, rho,
+                 grid_step_mm, h, margin_mm, sponge_mm, dt, elevation, REFERENCE_FORCE_N_M3,
+                 REFERENCE_VOLTAGE_V, ATTENUATION_DB_CM_MHZ, ELEVATION_REACH_MARGIN)
+    if cache is not None and (hit := cache.get(key)) is not None:
+        return result(displacement_m=hit[0])
 
     # sponge: velocity damping gamma rising quadratically over the layer (sides and bottom)
     sponge = sponge_mm * 1e-3
@@ -465,15 +483,9 @@ def simulate_shear_wave(
     for k in range(times.size):
         displacement[k] = wz @ (wx @ frames[k].T).T
 
-    return ShearWaveField(
-        displacement_m=displacement,
-        youngs_modulus_kpa=modulus_pix.astype(np.float32),
-        times_s=times,
-        depth_m=zp,
-        lateral_m=xp,
-        grid_step_m=h,
-        time_step_s=float(dt),
-    )
+    if cache is not None:
+        cache.put(key, (displacement,))
+    return result(displacement_m=displacement)
 
 
 def _kernel() -> ModuleType:
