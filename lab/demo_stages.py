@@ -25,11 +25,10 @@ from analysis.swei_cnn.evaluate import compare_with_tof, paper_verdicts, push_me
 from analysis.swei_cnn.io import load_model, save_model
 from analysis.swei_cnn.runners import load_swei_training_set, run_predict, run_train
 from analysis.swei_cnn.train import evaluate_windows, finetune, get_profile
+from analysis.tof import tof_window_px
 from lab.demo_context import (
     EVAL_INCLUSION_BLOCK,
-    PAPER_MEAN_FILTER_MM,
     PAPER_ROI_MM,
-    PAPER_TOF_DISTANCE_MM,
     TRAINING_INCLUSION_PREFIX,
     DemoContext,
     DemoError,
@@ -92,9 +91,7 @@ def stage_displacement(ctx: DemoContext) -> dict[str, Any]:
 # -- 4. time of flight ---------------------------------------------------------------------------
 def tof_options(lateral_m: list[float]) -> dict[str, Any]:
     """ToF settings with the paper's physical distances on this store's lateral grid."""
-    step_mm = abs(lateral_m[1] - lateral_m[0]) * 1e3
-    return {"distance_px": _odd(PAPER_TOF_DISTANCE_MM / step_mm + 1, 5),
-            "mean_filter_px": _odd(PAPER_MEAN_FILTER_MM / step_mm, 3)}
+    return tof_window_px(abs(lateral_m[1] - lateral_m[0]))
 
 
 def _phantom_id(key: str) -> str:
