@@ -163,7 +163,11 @@ def _cnn_section(ctx: DemoContext, store: SessionStore) -> tuple[ReportSection, 
     comp = cnn["comparison"]
     rows = []
     for name, group in (("held-out homogeneous", "held_out"), ("inclusion phantom", "inclusion"),
-                        ("inclusion, paper protocol (push mean)", "inclusion_push_mean")):
+                        ("inclusion, paper protocol (push mean)", "inclusion_push_mean"),
+                        ("unseen concentration (left out of training)",
+                         "unseen_concentration")):
+        if group not in comp:
+            continue
         for method in ("cnn", "tof"):
             m = comp[group][method]
             rows.append([name, method.upper(), _mae(m.get("overall")),

@@ -272,10 +272,13 @@ def stage_cnn(ctx: DemoContext) -> dict[str, Any]:
         "inclusion_push_mean_before_finetuning": push_mean_comparison(
             cnn_untuned, tof[inc_eval], data, inc_eval, **steps),
     }
+    held_mae = {m: comparisons["held_out"][m]["overall"]["mae_kpa"] for m in ("cnn", "tof")}
+    comparisons["held_out_ratio_tof_over_cnn"] = held_mae["tof"] / held_mae["cnn"]
     unseen = _unseen_concentration(ctx, data, split, roi, tof)
     if unseen is not None:
         comparisons["unseen_concentration"] = unseen
-        comparisons["seen_mae_kpa"] = comparisons["held_out"]["cnn"]["overall"]["mae_kpa"]
+        comparisons.update(_seen_vs_unseen(comparisons["held_out"], unseen,
+                                           prof.unseen_concentration))
     comparisons["verdicts"] = paper_verdicts(comparisons)
     inclusion_all = np.flatnonzero(data.uses_map).tolist()
     return {"model": str(model_path.relative_to(ctx.out_dir)),
@@ -302,6 +305,18 @@ def _unseen_concentration(ctx: DemoContext, data: Any, split: dict[str, Any],
     test = split["unseen_test"]
     maps = _maps(ctx, path, test, "unseen concentration")
     return compare_with_tof(maps, tof[test], data, test)
+
+
+def _seen_vs_unseen(held_out: dict[str, Any], unseen: dict[str, Any],
+                    percent: float | None) -> dict[str, Any]:
+    """The unseen-concentration CNN MAE against the seen one: the fold-0 model's held-out MAE
+    over all concentrations ([SWEI]'s 9.99 vs 5.01 kPa) and on the same concentration."""
+    seen = held_out["cnn"]["overall"]["mae_kpa"]
+    unseen_mae = unseen["cnn"]["overall"]["mae_kpa"]
+    same = (held_out["cnn"]["by_concentration"].get(f"{percent:g}") or {}).get("mae_kpa")
+    return {"seen_mae_kpa": seen, "unseen_over_seen_mae": unseen_mae / seen,
+            "seen_same_concentration_mae_kpa": same,
+            "unseen_over_seen_same_concentration_mae": unseen_mae / same if same else None}
 
 
 def _epoch_dict(metrics: Any) -> dict[str, Any]:
