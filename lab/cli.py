@@ -207,10 +207,12 @@ def analyze_tof(
         help="E scale factor; default: calibrated on the labels (0.75 without labels)")] = None,
     distance_mm: Annotated[float, typer.Option(
         help="lateral distance between the two time signals (mm), converted to pixels with "
-        "the store's lateral step; default the paper's 65 px on 33 mm / 600 px",
-        min=0.0, min_open=True)] = PAPER_TOF_DISTANCE_MM,
+        "the store's lateral step; default the paper's 65 px on 33 mm / 600 px")
+    ] = PAPER_TOF_DISTANCE_MM,
 ) -> None:
     """Time-of-flight elasticity maps -> maps/tof_kpa (NaN where rejected)."""
+    if not distance_mm > 0:
+        _fail(f"--distance-mm must be a positive distance in mm, got {distance_mm}")
     with _store_errors(), progress_callback("time of flight") as progress:
         used = run_tof(store, alpha=alpha, progress=progress, distance_mm=distance_mm)
     console.print(f"tof maps written (alpha = {used:.3f})")

@@ -65,6 +65,9 @@ class DemoProfile:
     training_inclusion_positions: int = 3
     #: Fine-tuning learning rates tried; the one with the best validation MAE is kept.
     finetune_learning_rates: tuple[float, ...] = (1e-4, 3e-4, 1e-3)
+    #: Fine-tune on the training inclusion blocks too, not only the evaluation block's tune
+    #: positions (more inclusion windows; keeps the other contrasts from being forgotten).
+    finetune_with_training_inclusions: bool = False
     #: Also train with the leave-one-concentration-out split (this concentration held out).
     unseen_concentration: float | None = None
     seed: int = 0

@@ -192,12 +192,14 @@ def _finetune_by_validation(ctx: DemoContext, model_path: Path, data: Any, split
     tried.append({"learning_rate": 0.0, "val_mae_kpa": best_mae if val.size else None,
                   "epochs": 0})
     best = (model, 0.0)
+    tune = split["inclusion_tune"] + (split["inclusion_train"]
+                                      if prof.finetune_with_training_inclusions else [])
     for lr in prof.finetune_learning_rates:
         candidate, _ = load_model(model_path)
         torch.manual_seed(prof.seed)
         with _progress(ctx, f"fine-tune on inclusions (lr {lr:g})") as progress:
             result = finetune(candidate, data, epochs=prof.finetune_epochs,
-                              indices=np.asarray(split["inclusion_tune"]),
+                              indices=np.asarray(tune, dtype=np.intp),
                               validation=val if val.size else None,
                               base_profile=replace(base, learning_rate=lr), seed=prof.seed,
                               roi_px=roi, on_progress=progress)

@@ -63,6 +63,9 @@ class TrainingProfile:
     defaults to ``windows_per_sequence``. ``inclusion_window_fraction`` stratifies the training
     windows of sequences with per-pixel targets (that share inside inclusions, the rest in the
     background; :meth:`WindowCache.draw`); None draws their centres uniformly.
+    ``validation_inclusion_fraction`` does the same for the fixed validation windows, so that
+    the validation MAE of inclusion sequences weighs inclusion and background alike rather
+    than by area (homogeneous sequences are unaffected).
     """
 
     name: str
@@ -77,6 +80,7 @@ class TrainingProfile:
     min_delta_kpa: float = 0.0
     validation_windows_per_sequence: int | None = None
     inclusion_window_fraction: float | None = None
+    validation_inclusion_fraction: float | None = None
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or self.windows_per_sequence < 1:
@@ -194,6 +198,15 @@ def _evaluate(model: nn.Module, cache: WindowCache, draw: WindowDraw, *, batch_s
     return sq / len(draw), ab / len(draw)
 
 
+def _validation_draw(cache: WindowCache, prof: TrainingProfile, seed: int) -> WindowDraw:
+    """The fixed validation windows of a run (the same for every epoch and for
+    :func:`evaluate_windows`)."""
+    return cache.draw(np.random.default_rng([seed, 2**31]),
+                      windows_per_sequence=prof.validation_windows_per_sequence
+                      or prof.windows_per_sequence,
+                      inside_fraction=prof.validation_inclusion_fraction)
+
+
 def evaluate_windows(
     model: SpatioTemporalDenseNet, data: SweiTrainingSet, indices: np.ndarray, *,
     profile: ProfileName | TrainingProfile = "quick", seed: int = 0,
@@ -204,9 +217,7 @@ def evaluate_windows(
     ``val_loss`` / ``val_mae_kpa``)."""
     prof = get_profile(profile)
     cache = WindowCache(data, indices, window_px=model.window_px, roi_px=roi_px)
-    draw = cache.draw(np.random.default_rng([seed, 2**31]),
-                      windows_per_sequence=prof.validation_windows_per_sequence
-                      or prof.windows_per_sequence)
+    draw = _validation_draw(cache, prof, seed)
     model.to(torch.device(device))
     return _evaluate(model, cache, draw, batch_size=prof.batch_size, device=torch.device(device))
 
@@ -277,10 +288,7 @@ def train(
     train_cache = WindowCache(data, split.train, window_px=model.window_px, roi_px=roi_px)
     val_cache = (WindowCache(data, split.validation, window_px=model.window_px, roi_px=roi_px)
                  if len(split.validation) else None)
-    val_draw = (val_cache.draw(np.random.default_rng([seed, 2**31]),
-                               windows_per_sequence=prof.validation_windows_per_sequence
-                               or prof.windows_per_sequence)
-                if val_cache is not None else None)
+    val_draw = _validation_draw(val_cache, prof, seed) if val_cache is not None else None
     optimizer = torch.optim.Adam(model.parameters(), lr=prof.learning_rate)
     start_epoch, history = 0, []
     best_epoch: int | None = None

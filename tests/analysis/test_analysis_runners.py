@@ -188,3 +188,15 @@ def test_run_tof_distance_is_physical(tmp_path: Path) -> None:
     # the default is [SWEI]'s 65 px on its 33 mm / 600 px grid: 3.53 mm -> 37 px here
     run_tof(path, alpha=0.75)
     assert SessionStore.open(path).root["maps/tof_kpa"].attrs["options"]["distance_px"] == 37
+    # the CLI option, and a clear error for a distance that is not one
+    from typer.testing import CliRunner
+
+    from lab.cli import app
+
+    runner = CliRunner()
+    ok = runner.invoke(app, ["analyze", "tof", str(path), "--alpha", "0.75",
+                             "--distance-mm", "3.0"])
+    assert ok.exit_code == 0, ok.output
+    assert SessionStore.open(path).root["maps/tof_kpa"].attrs["options"]["distance_px"] == 31
+    bad = runner.invoke(app, ["analyze", "tof", str(path), "--distance-mm", "0"])
+    assert bad.exit_code == 2 and "--distance-mm" in bad.output
