@@ -213,7 +213,8 @@ def test_stratified_validation_weighs_inclusion_and_background_alike() -> None:
                            modulus_maps_kpa=maps)
     model = swei_cnn(5, growth_rate=4, head_hidden=8)
     model.set_target_scale(40.0, 1e-6)  # output 40 kPa within micro-kPa
-    uniform = replace(PROFILES["quick"], validation_windows_per_sequence=4000)
+    uniform = replace(PROFILES["quick"], validation_windows_per_sequence=4000,
+                      validation_inclusion_fraction=None)
     stratified = replace(uniform, validation_inclusion_fraction=0.5)
     cache = WindowCache(data, [1], window_px=5, roi_px=(h, w))
     area = float((cache.targets[0] != 40.0).mean())
