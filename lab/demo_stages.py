@@ -275,7 +275,8 @@ def stage_cnn(ctx: DemoContext) -> dict[str, Any]:
             cnn_untuned, tof[inc_eval], data, inc_eval, **steps),
     }
     held_mae = {m: comparisons["held_out"][m]["overall"]["mae_kpa"] for m in ("cnn", "tof")}
-    comparisons["held_out_ratio_tof_over_cnn"] = held_mae["tof"] / held_mae["cnn"]
+    comparisons["held_out_ratio_tof_over_cnn"] = (held_mae["tof"] / held_mae["cnn"]
+                                                  if held_mae["cnn"] else None)
     unseen = _unseen_concentration(ctx, data, split, roi, tof)
     if unseen is not None:
         comparisons["unseen_concentration"] = unseen
@@ -316,7 +317,7 @@ def _seen_vs_unseen(held_out: dict[str, Any], unseen: dict[str, Any],
     seen = held_out["cnn"]["overall"]["mae_kpa"]
     unseen_mae = unseen["cnn"]["overall"]["mae_kpa"]
     same = (held_out["cnn"]["by_concentration"].get(f"{percent:g}") or {}).get("mae_kpa")
-    return {"seen_mae_kpa": seen, "unseen_over_seen_mae": unseen_mae / seen,
+    return {"seen_mae_kpa": seen, "unseen_over_seen_mae": unseen_mae / seen if seen else None,
             "seen_same_concentration_mae_kpa": same,
             "unseen_over_seen_same_concentration_mae": unseen_mae / same if same else None}
 
