@@ -11,6 +11,9 @@ either directly as IQ (``fidelity="image"``) or as int16 channel RF beamformed b
 block height. Every acquisition advances the shared clock by its duration; the duty cycle and
 the sequence limits are enforced exactly as on the real system.
 
+The shear wave is the 2.5-D one of :mod:`sim_shear` (the push beam finite in elevation, the
+phantom invariant along it).
+
 What it does not model: the probe's own motion or force during the 5 ms sequence, elevation
 offsets in the modulus map (the inclusions are cylinders along elevation), the compression of
 the tissue by the probe in the SWEI frames, scanner latency.
@@ -45,6 +48,7 @@ from drivers.ultrasound.sequences import (
 )
 from drivers.ultrasound.sim_compression import simulate_rf_frame
 from drivers.ultrasound.sim_imaging import (
+    SCATTERERS_PER_RESOLUTION_CELL,
     ImagingGeometry,
     Scatterers,
     channel_rf,
@@ -91,6 +95,8 @@ class SimUltrasound:
         Push and sequence limits.
     shear_grid_step_mm : float, optional
         FD grid of the shear-wave solver (default: automatic, see ``simulate_shear_wave``).
+    scatterers_per_resolution_cell : float
+        Scatterer density of the speckle (see ``sim_imaging.tissue_scatterers``).
     """
 
     name = DEVICE_NAME
@@ -107,6 +113,7 @@ class SimUltrasound:
         probe: ProbeModel | None = None,
         limits: UltrasoundLimits | None = None,
         shear_grid_step_mm: float | None = None,
+        scatterers_per_resolution_cell: float = SCATTERERS_PER_RESOLUTION_CELL,
     ) -> None:
         if fidelity not in ("image", "channel"):
             raise ValueError(f"fidelity must be 'image' or 'channel', got {fidelity!r}")
@@ -120,6 +127,7 @@ class SimUltrasound:
         self.probe = probe if probe is not None else ProbeModel()
         self.limits = limits if limits is not None else UltrasoundLimits()
         self.shear_grid_step_mm = shear_grid_step_mm
+        self.scatterers_per_resolution_cell = scatterers_per_resolution_cell
         self._rng = rng
         self._guard = PushGuard(clock, self.limits)
         self._connected = False
@@ -170,6 +178,7 @@ class SimUltrasound:
             lateral_offset_mm=contact.lateral_offset_mm,
             elevation_offset_mm=contact.elevation_offset_mm,
             indentation_mm=contact.indentation_mm,
+            scatterers_per_resolution_cell=self.scatterers_per_resolution_cell,
         )
         t_push = self._guard.record_push()
         times = imaging.frame_times_s
@@ -279,12 +288,13 @@ class SimUltrasound:
         t_max = (z_max + np.hypot(reach, z_max)) / c + 4 * geometry.pulse_sigma_s
         n_samples = int(np.ceil(t_max * fs)) + 1
         present = scatterers.amplitude != 0
-        z_cell = geometry.padded_depth_m[:, None] + scatterers.offset * geometry.dz_m
-        x_cell = np.broadcast_to(geometry.padded_lateral_m[None, :], z_cell.shape)
+        z_cell = geometry.padded_depth_m[:, None, None] + scatterers.offset * geometry.dz_m
+        x_cell = np.broadcast_to(geometry.padded_lateral_m[None, :, None], z_cell.shape)
         frames = []
         for k in range(u_pad.shape[0]):
             frames.append(channel_rf(
-                x_cell[present], (z_cell + u_pad[k])[present], scatterers.amplitude[present],
+                x_cell[present], (z_cell + u_pad[k][:, :, None])[present],
+                scatterers.amplitude[present],
                 probe=probe, imaging=imaging, n_samples=n_samples,
             ))
         rf = np.stack(frames)  # (frame, sample, element) float64
