@@ -9,7 +9,10 @@ the figures recorded in ``DIR`` (the reference: the same data, the code that mad
 
     .venv/bin/python bench/demo_cnn_stage.py DIR [--profile default]
 
-Writes ``bench/results/demo_cnn_stage.json``. The original directory is never written.
+Writes ``bench/results/demo_cnn_stage.json``. The original directory is never written. The ToF
+maps are the source's: sequences its ToF stage did not compute (e.g. the unseen-concentration
+test set of a source made without one) drop out of the comparisons, which score where both
+methods estimate.
 """
 
 from __future__ import annotations
