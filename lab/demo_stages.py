@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import replace
 from pathlib import Path
@@ -300,14 +301,20 @@ def _unseen_concentration(ctx: DemoContext, data: Any, split: dict[str, Any],
     if prof.unseen_concentration is None or not split["unseen_test"]:
         return None
     path = ctx.out_dir / "models" / f"swei-cnn-w{prof.window_px}-unseen.safetensors"
+    t0 = time.perf_counter()
     with _progress(ctx, f"train CNN without {prof.unseen_concentration:g} %") as progress:
-        run_train(ctx.store_path, window_px=prof.window_px, profile=prof.cnn_profile,
-                  out_model_path=path, split="concentration",
-                  held_out_percent=prof.unseen_concentration, seed=prof.seed, roi_px=roi,
-                  max_steps=prof.cnn_max_steps, targets="geometry", on_progress=progress)
+        trained = run_train(ctx.store_path, window_px=prof.window_px, profile=prof.cnn_profile,
+                            out_model_path=path, split="concentration",
+                            held_out_percent=prof.unseen_concentration, seed=prof.seed,
+                            roi_px=roi, max_steps=prof.cnn_max_steps, targets="geometry",
+                            on_progress=progress)
+    training = {"seconds": time.perf_counter() - t0, "epochs": trained["metrics"]["epochs"],
+                "best_epoch": trained["metrics"]["best_epoch"],
+                "train_sequences": trained["card"]["split"]["train"]}
     test = split["unseen_test"]
     maps = _maps(ctx, path, test, "unseen concentration")
-    return compare_with_tof(maps, tof[test], data, test)
+    return {**compare_with_tof(maps, tof[test], data, test), "training": training,
+            "held_out_percent": prof.unseen_concentration}
 
 
 def _seen_vs_unseen(held_out: dict[str, Any], unseen: dict[str, Any],
