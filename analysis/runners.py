@@ -27,10 +27,13 @@ from analysis.displacement import Reference, default_axial_kernel, kasai, loupas
 from analysis.labels import IndentationRun, YoungsModulusFit, fit_youngs_modulus, plot_stress_strain
 from analysis.tof import (
     ALPHA,
+    PAPER_MEAN_FILTER_MM,
+    PAPER_TOF_DISTANCE_MM,
     calibrate_alpha,
     modulus_from_speed,
     push_column,
     tof_map,
+    tof_window_px,
 )
 from lab.gelatin import DENSITY_KG_M3, POISSON_RATIO
 from lab.provenance import utc_now
@@ -287,7 +290,8 @@ def _phantom_moduli(store: SessionStore) -> list[float | None]:
 def run_tof(
     store_path: str | os.PathLike[str], *, alpha: float | None = None,
     keys: Sequence[str] | None = None, calibration_keys: Sequence[str] | None = None,
-    progress: Progress | None = None, **tof_options: Any,
+    progress: Progress | None = None, distance_mm: float = PAPER_TOF_DISTANCE_MM,
+    mean_filter_mm: float = PAPER_MEAN_FILTER_MM, **tof_options: Any,
 ) -> float:
     """Time-of-flight maps of the sequences of the ``displacement`` table.
 
@@ -307,6 +311,11 @@ def run_tof(
         out of it for an unbiased evaluation.
     progress : callable, optional
         ``progress(done, total)`` after each sequence.
+    distance_mm, mean_filter_mm : float
+        Physical distance between the two time signals and mean-filter size (mm), converted
+        to pixels with the store's lateral step (:func:`analysis.tof.tof_window_px`); default
+        [SWEI]'s 65 px and 5 px on its 33 mm / 600 px grid. ``distance_px`` /
+        ``mean_filter_px`` among ``tof_options`` override them.
     **tof_options
         Passed to :func:`analysis.tof.tof_map` (``distance_px``, ``smooth_sigma_mm``, ...).
 
@@ -343,7 +352,8 @@ def run_tof(
         raise ValueError("calibration_keys must be among the computed keys")
     shape = tuple(disp_table.schema["displacement_m"]["row_shape"])
     depth, lateral = shape[1], shape[2]
-    options = dict(tof_options)
+    options = {**tof_window_px(float(lateral_m[1] - lateral_m[0]), distance_mm=distance_mm,
+                               mean_filter_mm=mean_filter_mm), **tof_options}
     if "alpha" in options:
         raise ValueError("pass alpha as run_tof(alpha=...), not among the tof_map options")
     material = {"density_kg_m3": float(options.pop("density_kg_m3", DENSITY_KG_M3)),

@@ -27,9 +27,54 @@ __all__ = [
     "push_column",
     "smooth_map",
     "tof_map",
+    "tof_window_px",
 ]
 
 ALPHA = 0.75
+#: [SWEI]'s two ToF signals are 65 px apart on its 600 px / 33 mm lateral grid (pixel pitch
+#: 33 / 599 mm): their centres span 64 pitches, 3.53 mm.
+PAPER_TOF_DISTANCE_MM = 64 * 33.0 / 599
+#: [SWEI]'s 5 px mean filter on the same grid (0.28 mm).
+PAPER_MEAN_FILTER_MM = 5 * 33.0 / 599
+
+
+def _odd_at_least(n: float, minimum: int) -> int:
+    k = max(minimum, round(n))
+    return k if k % 2 else k + 1
+
+
+def tof_window_px(lateral_step_m: float, *, distance_mm: float = PAPER_TOF_DISTANCE_MM,
+                  mean_filter_mm: float = PAPER_MEAN_FILTER_MM) -> dict[str, int]:
+    """The pixel settings of :func:`tof_map` for physical distances on a lateral grid.
+
+    Parameters
+    ----------
+    lateral_step_m : float
+        Lateral pixel pitch (m), > 0.
+    distance_mm : float
+        Lateral distance between the centres of the two time signals (mm); default [SWEI]'s
+        65 px on its 33 mm / 600 px grid.
+    mean_filter_mm : float
+        Lateral size of the mean filter (mm).
+
+    Returns
+    -------
+    dict
+        ``distance_px`` (odd, >= 5: the window spans ``distance_px - 1`` pitches) and
+        ``mean_filter_px`` (odd, >= 3), nearest to the distances.
+
+    Raises
+    ------
+    ValueError
+        A pitch or distance that is not a positive finite number.
+    """
+    for name, value in (("lateral_step_m", lateral_step_m), ("distance_mm", distance_mm),
+                        ("mean_filter_mm", mean_filter_mm)):
+        if not (math.isfinite(value) and value > 0):
+            raise ValueError(f"{name} must be a positive number, got {value}")
+    step_mm = abs(lateral_step_m) * 1e3
+    return {"distance_px": _odd_at_least(distance_mm / step_mm + 1, 5),
+            "mean_filter_px": _odd_at_least(mean_filter_mm / step_mm, 3)}
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ import typer
 from numpy.typing import NDArray
 
 from analysis.runners import run_displacement, run_labels, run_tof
+from analysis.tof import PAPER_TOF_DISTANCE_MM
 from drivers.sim.lab import serve
 from lab.cli_choices import (
     CoarseEstimator,
@@ -206,10 +207,16 @@ def analyze_tof(
     store: StorePath,
     alpha: Annotated[float | None, typer.Option(
         help="E scale factor; default: calibrated on the labels (0.75 without labels)")] = None,
+    distance_mm: Annotated[float, typer.Option(
+        help="lateral distance between the two time signals (mm), converted to pixels with "
+        "the store's lateral step; default the paper's 65 px on 33 mm / 600 px")
+    ] = PAPER_TOF_DISTANCE_MM,
 ) -> None:
     """Time-of-flight elasticity maps -> maps/tof_kpa (NaN where rejected)."""
+    if not distance_mm > 0:
+        _fail(f"--distance-mm must be a positive distance in mm, got {distance_mm}")
     with _store_errors(), progress_callback("time of flight") as progress:
-        used = run_tof(store, alpha=alpha, progress=progress)
+        used = run_tof(store, alpha=alpha, progress=progress, distance_mm=distance_mm)
     console.print(f"tof maps written (alpha = {used:.3f})")
 
 

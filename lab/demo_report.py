@@ -157,13 +157,25 @@ def _cnn_summary_figures(ctx: DemoContext, store: SessionStore, cnn_map: np.ndar
     return figs
 
 
+def _loco_sentence(ctx: DemoContext) -> str:
+    pct = ctx.profile.unseen_concentration
+    if pct is None:
+        return ""
+    return (f"Leave-one-concentration-out: a second model trained without {pct:g} % gelatin "
+            "is scored with ToF on that concentration's held-out positions. ")
+
+
 def _cnn_section(ctx: DemoContext, store: SessionStore) -> tuple[ReportSection, dict[str, Any]]:
     cnn = ctx.result("cnn")
     tof = ctx.result("tof")
     comp = cnn["comparison"]
     rows = []
     for name, group in (("held-out homogeneous", "held_out"), ("inclusion phantom", "inclusion"),
-                        ("inclusion, paper protocol (push mean)", "inclusion_push_mean")):
+                        ("inclusion, paper protocol (push mean)", "inclusion_push_mean"),
+                        ("unseen concentration (left out of training)",
+                         "unseen_concentration")):
+        if group not in comp:
+            continue
         for method in ("cnn", "tof"):
             m = comp[group][method]
             rows.append([name, method.upper(), _mae(m.get("overall")),
@@ -185,7 +197,7 @@ def _cnn_section(ctx: DemoContext, store: SessionStore) -> tuple[ReportSection, 
         f"4-fold position split ({ctx.profile.cnn_profile} profile), maps by dense inference; "
         f"for the inclusion phantom it is fine-tuned ({ctx.profile.finetune_epochs} epochs, as "
         f"in the paper) on 3/4 of the inclusion probe positions and evaluated on the others. "
-        f"Metrics over pixels where both methods gave an estimate; Dice at "
+        f"{_loco_sentence(ctx)}Metrics over pixels where both methods gave an estimate; Dice at "
         f"{DICE_THRESHOLD_KPA} kPa.",
         tables=[
             ReportTable("Modulus maps against the simulated truth",

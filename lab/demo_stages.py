@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import replace
 from pathlib import Path
@@ -25,11 +26,10 @@ from analysis.swei_cnn.evaluate import compare_with_tof, paper_verdicts, push_me
 from analysis.swei_cnn.io import load_model, save_model
 from analysis.swei_cnn.runners import load_swei_training_set, run_predict, run_train
 from analysis.swei_cnn.train import evaluate_windows, finetune, get_profile
+from analysis.tof import tof_window_px
 from lab.demo_context import (
     EVAL_INCLUSION_BLOCK,
-    PAPER_MEAN_FILTER_MM,
     PAPER_ROI_MM,
-    PAPER_TOF_DISTANCE_MM,
     TRAINING_INCLUSION_PREFIX,
     DemoContext,
     DemoError,
@@ -92,9 +92,7 @@ def stage_displacement(ctx: DemoContext) -> dict[str, Any]:
 # -- 4. time of flight ---------------------------------------------------------------------------
 def tof_options(lateral_m: list[float]) -> dict[str, Any]:
     """ToF settings with the paper's physical distances on this store's lateral grid."""
-    step_mm = abs(lateral_m[1] - lateral_m[0]) * 1e3
-    return {"distance_px": _odd(PAPER_TOF_DISTANCE_MM / step_mm + 1, 5),
-            "mean_filter_px": _odd(PAPER_MEAN_FILTER_MM / step_mm, 3)}
+    return tof_window_px(abs(lateral_m[1] - lateral_m[0]))
 
 
 def _phantom_id(key: str) -> str:
@@ -195,12 +193,14 @@ def _finetune_by_validation(ctx: DemoContext, model_path: Path, data: Any, split
     tried.append({"learning_rate": 0.0, "val_mae_kpa": best_mae if val.size else None,
                   "epochs": 0})
     best = (model, 0.0)
+    tune = split["inclusion_tune"] + (split["inclusion_train"]
+                                      if prof.finetune_with_training_inclusions else [])
     for lr in prof.finetune_learning_rates:
         candidate, _ = load_model(model_path)
         torch.manual_seed(prof.seed)
         with _progress(ctx, f"fine-tune on inclusions (lr {lr:g})") as progress:
             result = finetune(candidate, data, epochs=prof.finetune_epochs,
-                              indices=np.asarray(split["inclusion_tune"]),
+                              indices=np.asarray(tune, dtype=np.intp),
                               validation=val if val.size else None,
                               base_profile=replace(base, learning_rate=lr), seed=prof.seed,
                               roi_px=roi, on_progress=progress)
@@ -275,10 +275,14 @@ def stage_cnn(ctx: DemoContext) -> dict[str, Any]:
         "inclusion_push_mean_before_finetuning": push_mean_comparison(
             cnn_untuned, tof[inc_eval], data, inc_eval, **steps),
     }
+    held_mae = {m: comparisons["held_out"][m]["overall"]["mae_kpa"] for m in ("cnn", "tof")}
+    comparisons["held_out_ratio_tof_over_cnn"] = (held_mae["tof"] / held_mae["cnn"]
+                                                  if held_mae["cnn"] else None)
     unseen = _unseen_concentration(ctx, data, split, roi, tof)
     if unseen is not None:
         comparisons["unseen_concentration"] = unseen
-        comparisons["seen_mae_kpa"] = comparisons["held_out"]["cnn"]["overall"]["mae_kpa"]
+        comparisons.update(_seen_vs_unseen(comparisons["held_out"], unseen,
+                                           prof.unseen_concentration))
     comparisons["verdicts"] = paper_verdicts(comparisons)
     inclusion_all = np.flatnonzero(data.uses_map).tolist()
     return {"model": str(model_path.relative_to(ctx.out_dir)),
@@ -297,14 +301,32 @@ def _unseen_concentration(ctx: DemoContext, data: Any, split: dict[str, Any],
     if prof.unseen_concentration is None or not split["unseen_test"]:
         return None
     path = ctx.out_dir / "models" / f"swei-cnn-w{prof.window_px}-unseen.safetensors"
+    t0 = time.perf_counter()
     with _progress(ctx, f"train CNN without {prof.unseen_concentration:g} %") as progress:
-        run_train(ctx.store_path, window_px=prof.window_px, profile=prof.cnn_profile,
-                  out_model_path=path, split="concentration",
-                  held_out_percent=prof.unseen_concentration, seed=prof.seed, roi_px=roi,
-                  max_steps=prof.cnn_max_steps, targets="geometry", on_progress=progress)
+        trained = run_train(ctx.store_path, window_px=prof.window_px, profile=prof.cnn_profile,
+                            out_model_path=path, split="concentration",
+                            held_out_percent=prof.unseen_concentration, seed=prof.seed,
+                            roi_px=roi, max_steps=prof.cnn_max_steps, targets="geometry",
+                            on_progress=progress)
+    training = {"seconds": time.perf_counter() - t0, "epochs": trained["metrics"]["epochs"],
+                "best_epoch": trained["metrics"]["best_epoch"],
+                "train_sequences": trained["card"]["split"]["train"]}
     test = split["unseen_test"]
     maps = _maps(ctx, path, test, "unseen concentration")
-    return compare_with_tof(maps, tof[test], data, test)
+    return {**compare_with_tof(maps, tof[test], data, test), "training": training,
+            "held_out_percent": prof.unseen_concentration}
+
+
+def _seen_vs_unseen(held_out: dict[str, Any], unseen: dict[str, Any],
+                    percent: float | None) -> dict[str, Any]:
+    """The unseen-concentration CNN MAE against the seen one: the fold-0 model's held-out MAE
+    over all concentrations ([SWEI]'s 9.99 vs 5.01 kPa) and on the same concentration."""
+    seen = held_out["cnn"]["overall"]["mae_kpa"]
+    unseen_mae = unseen["cnn"]["overall"]["mae_kpa"]
+    same = (held_out["cnn"]["by_concentration"].get(f"{percent:g}") or {}).get("mae_kpa")
+    return {"seen_mae_kpa": seen, "unseen_over_seen_mae": unseen_mae / seen if seen else None,
+            "seen_same_concentration_mae_kpa": same,
+            "unseen_over_seen_same_concentration_mae": unseen_mae / same if same else None}
 
 
 def _epoch_dict(metrics: Any) -> dict[str, Any]:

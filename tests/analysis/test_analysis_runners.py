@@ -171,3 +171,32 @@ def test_run_tof_subset_and_calibration_keys(tmp_path: Path) -> None:
     maps = SessionStore.open(store_path).read_array("maps/tof_kpa")
     assert np.isfinite(maps[0]).any()
     assert np.isnan(maps[1:]).all()  # not computed: NaN, never zero
+
+
+def test_run_tof_distance_is_physical(tmp_path: Path) -> None:
+    """The signal distance is given in mm and converted with the store's 0.1 mm lateral step:
+    2.0 mm span -> 21 px (20 pitches), and the invalid edge is half that window wide."""
+    path = make_store(tmp_path / "s.zarr", n_seq=2)
+    run_displacement(path)
+    run_tof(path, alpha=0.75, distance_mm=2.0)
+    store = SessionStore.open(path)
+    options = store.root["maps/tof_kpa"].attrs["options"]
+    assert options["distance_px"] == 21
+    speed = store.read_array("maps/tof_speed_m_s")
+    assert np.isnan(speed[:, :, :10]).all()
+    assert abs(np.nanmedian(speed) / SPEED - 1) < 0.03
+    # the default is [SWEI]'s 65 px on its 33 mm / 600 px grid: 3.53 mm -> 37 px here
+    run_tof(path, alpha=0.75)
+    assert SessionStore.open(path).root["maps/tof_kpa"].attrs["options"]["distance_px"] == 37
+    # the CLI option, and a clear error for a distance that is not one
+    from typer.testing import CliRunner
+
+    from lab.cli import app
+
+    runner = CliRunner()
+    ok = runner.invoke(app, ["analyze", "tof", str(path), "--alpha", "0.75",
+                             "--distance-mm", "3.0"])
+    assert ok.exit_code == 0, ok.output
+    assert SessionStore.open(path).root["maps/tof_kpa"].attrs["options"]["distance_px"] == 31
+    bad = runner.invoke(app, ["analyze", "tof", str(path), "--distance-mm", "0"])
+    assert bad.exit_code == 2 and "--distance-mm" in bad.output

@@ -13,6 +13,7 @@ from analysis.tof import (
     push_column,
     smooth_map,
     tof_map,
+    tof_window_px,
 )
 
 PRF = 7000.0
@@ -125,3 +126,15 @@ def test_bad_input() -> None:
     with pytest.raises(ValueError, match="speed_band"):
         tof_map(np.zeros((35, 4, 80)), lateral_step_m=DX, frame_rate_hz=PRF, push_column=0,
                 speed_band_m_s=(5.0, 1.0))
+
+
+def test_tof_window_px_from_physical_distances() -> None:
+    # the paper's own grid (33 mm over 600 px) gives back its 65 px and 5 px
+    assert tof_window_px(33e-3 / 599) == {"distance_px": 65, "mean_filter_px": 5}
+    # a coarser 0.2 mm grid: 3.53 mm span -> 17.6 + 1 px -> 19 (odd); 0.28 mm -> 3 (minimum)
+    assert tof_window_px(0.2e-3) == {"distance_px": 19, "mean_filter_px": 3}
+    assert tof_window_px(0.1e-3, distance_mm=2.0)["distance_px"] == 21
+    with pytest.raises(ValueError, match="distance_mm"):
+        tof_window_px(0.1e-3, distance_mm=0.0)
+    with pytest.raises(ValueError, match="lateral_step_m"):
+        tof_window_px(float("nan"))

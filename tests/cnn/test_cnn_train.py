@@ -193,3 +193,37 @@ def test_short_training_on_inclusions_beats_the_background_inside_them() -> None
     cnn_mae = np.abs(pred - y).mean()
     background_mae = np.abs(37.55 - y).mean()
     assert cnn_mae < 0.7 * background_mae, (cnn_mae, background_mae)
+
+
+def test_stratified_validation_weighs_inclusion_and_background_alike() -> None:
+    """A model that always answers the 40 kPa background: on uniform validation windows its
+    MAE is the inclusion's area share times 60 kPa; with ``validation_inclusion_fraction`` 0.5
+    it is half of 60 kPa, as the stratification claims (homogeneous sequences unchanged)."""
+    from analysis.swei_cnn.data import WindowCache
+    from analysis.swei_cnn.train import evaluate_windows
+
+    n, h, w = 2, 30, 40
+    maps = np.full((n, h, w), 40.0, np.float32)
+    rr, cc = np.mgrid[:h, :w]
+    maps[1][(rr - 15) ** 2 + (cc - 20) ** 2 <= 25] = 100.0
+    rng = np.random.default_rng(0)
+    data = SweiTrainingSet(rng.normal(size=(n, 35, h, w)).astype(np.float32),
+                           np.full(n, 40.0), np.ones(n, int), np.arange(n), np.arange(n),
+                           np.full(n, 7.5), uses_map=np.array([False, True]),
+                           modulus_maps_kpa=maps)
+    model = swei_cnn(5, growth_rate=4, head_hidden=8)
+    model.set_target_scale(40.0, 1e-6)  # output 40 kPa within micro-kPa
+    uniform = replace(PROFILES["quick"], validation_windows_per_sequence=4000,
+                      validation_inclusion_fraction=None)
+    stratified = replace(uniform, validation_inclusion_fraction=0.5)
+    cache = WindowCache(data, [1], window_px=5, roi_px=(h, w))
+    area = float((cache.targets[0] != 40.0).mean())
+    _, mae_uniform = evaluate_windows(model, data, np.array([1]), profile=uniform, roi_px=(h, w))
+    _, mae_strat = evaluate_windows(model, data, np.array([1]), profile=stratified,
+                                    roi_px=(h, w))
+    assert mae_uniform == pytest.approx(60.0 * area, abs=1.0)
+    assert mae_strat == pytest.approx(30.0, abs=1.5)
+    # the homogeneous sequence: 0 kPa error either way
+    for prof in (uniform, stratified):
+        assert evaluate_windows(model, data, np.array([0]), profile=prof,
+                                roi_px=(h, w))[1] == pytest.approx(0.0, abs=1e-3)

@@ -15,16 +15,20 @@ from lab.report import ReportSection, ReportTable, write_report
 from lab.report_verdicts import CLAIMS, PROFILE_CAVEATS, Claim, lookup, section_verdict
 
 
-def _metrics(cnn_mae: float, tof_mae: float) -> dict:
+def _metrics(cnn_mae: float, tof_mae: float, unseen_over_seen: float = 1.5) -> dict:
     side = {"overall": {"mae_kpa": None}, "inclusion": {"mae_kpa": 9.0},
             "background": {"mae_kpa": 2.0}, "dice": 0.9}
     return {
         "labels_max_relative_error": 0.04,
         "cnn_vs_tof": {"held_out": {"cnn": {"overall": {"mae_kpa": cnn_mae}},
                                     "tof": {"overall": {"mae_kpa": tof_mae}}},
-                       "inclusion": {"cnn": side, "tof": {**side, "dice": 0.8,
-                                                          "inclusion": {"mae_kpa": 16.0},
-                                                          "background": {"mae_kpa": 11.0}}}},
+                       "held_out_ratio_tof_over_cnn": tof_mae / cnn_mae,
+                       "inclusion_push_mean": {"cnn": side, "tof": {
+                           **side, "dice": 0.8, "inclusion": {"mae_kpa": 16.0},
+                           "background": {"mae_kpa": 11.0}}},
+                       "unseen_concentration": {"cnn": {"overall": {"mae_kpa": 9.0}},
+                                                "tof": {"overall": {"mae_kpa": 11.0}}},
+                       "unseen_over_seen_mae": unseen_over_seen},
         "strain_study": {"dp": {"failure_rate": 0.5}, "cnn": {"failure_rate": 0.6}},
         "a_new_metric": {"added_by": "science", "value": 1.25},
     }
@@ -35,11 +39,17 @@ def test_verdicts_follow_the_numbers():
     assert section_verdict("swei", good).outcome == "reproduced"
     assert section_verdict("labels", good).outcome == "reproduced"
     assert section_verdict("strain", good).outcome == "not reproduced"  # 0.6 vs 0.5
-    bad = _metrics(cnn_mae=20.0, tof_mae=11.6)
+    bad = _metrics(cnn_mae=20.0, tof_mae=11.6, unseen_over_seen=2.5)
     verdict = section_verdict("swei", bad)
     assert verdict.outcome == "partly reproduced"
     first = verdict.results[0]
     assert first.held is False and "20 kPa < 11.6 kPa is false" in first.sentence()
+    assert "NOT reproduced" in first.sentence() and "Likely why: " in first.sentence()
+    by_left = {r.claim.left: r for r in verdict.results}
+    loco = by_left["cnn_vs_tof.unseen_over_seen_mae"]  # 2.5 > 2: the LOCO target missed
+    assert loco.held is False and "NOT reproduced" in loco.sentence()
+    assert by_left["cnn_vs_tof.unseen_concentration.cnn.overall.mae_kpa"].held is True
+    assert "reproduced here" in by_left["cnn_vs_tof.inclusion_push_mean.cnn.dice"].sentence()
     missing = _metrics(cnn_mae=math.nan, tof_mae=11.6)
     assert section_verdict("swei", missing).results[0].held is None  # NaN: not assessed
     assert section_verdict("nothing", good).outcome == "not assessed"
