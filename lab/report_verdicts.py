@@ -62,7 +62,8 @@ _INCLUSION_WHY = (
     "the wave "
     "is conserved and the windows straddling it mix background and inclusion, so its estimate "
     "is pulled toward the background, while ToF is smoothed by the paper's Gaussian and the "
-    "simulated field (no elevation spreading, one speed per region) suits its delay fit; few "
+    "simulated field (one speed per region, no layered or anisotropic tissue) suits its delay "
+    "fit; few "
     "inclusion training windows (8 training blocks at most) and a short fine-tuning")
 CLAIMS: tuple[Claim, ...] = (
     Claim("labels", "indentation gives the calibration's Young's modulus per concentration",

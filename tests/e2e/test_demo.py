@@ -93,7 +93,9 @@ def test_headline_values_match_the_simulated_truth(demo_dir: Path) -> None:
         assert lab["youngs_modulus_kpa"] == pytest.approx(truth, rel=1e-3)
         assert lab["strain_range"][0] == 0.02 and 0.06 < lab["strain_range"][1] <= 0.07
     assert sorted(truths) == [37.55, 97.21]
-    assert 0.8 < metrics["tof_alpha"] < 1.3  # calibrated on those labels: 1.034
+    # calibrated on those labels: 0.68 with the 2.5-D shear wave on the smoke grid (its faster
+    # decay lowers the displacement SNR and ToF over-reads the speed); 1.03 with a line source
+    assert 0.55 < metrics["tof_alpha"] < 1.3
     # Held-out maps. The smoke CNN has had 4 steps: it predicts about the mean of its targets,
     # so its MAE (30.1 kPa) is that of the mean predictor (29.8 kPa), not more; ToF 57.3 kPa.
     held = metrics["cnn_vs_tof"]["held_out"]
