@@ -122,20 +122,28 @@ def test_kill_mid_attempt_keeps_every_sample_up_to_the_kill(tmp_path, config_fil
     assert resume_event["recovered_force_samples"] == records[-1]["stop"] - records[-1]["start"]
 
 
+def _kill_then_resume(tmp_path, config_file, kill: str, *, before_resume=None):
+    """Run the session in a child killed at ``kill``, resume it to completion; returns the
+    samples the child had checked per sensor (``seen``) and the completed store."""
+    store, seen_path = tmp_path / "s.zarr", tmp_path / "seen.json"
+    out = run_child(["run", str(config_file), str(store), kill],
+                    env={"SESSION_CHILD_SEEN": str(seen_path)})
+    assert out.returncode == -signal.SIGKILL, out.stderr
+    if before_resume is not None:
+        before_resume(store)
+    seen = json.loads(seen_path.read_text())
+    result = resume_session(store, show_progress=False, retry_delay_s=0.5)
+    assert result.status == "complete"
+    return seen, _assert_complete_with_force_log(store)
+
+
 @pytest.mark.parametrize("t_kill_s", [0.05, 15.5, 31.0, 47.3, 62.9, 78.1])
 def test_kill_at_many_instants_loses_no_force_sample(tmp_path, config_file, reference_t,
                                                      t_kill_s):
     """Killed anywhere in the session (units, travels, between units): per sensor, the killed
     run's force_log holds exactly the samples of an uninterrupted run up to the last one it
     checked (within a period): none lost, none doubled."""
-    store, seen_path = tmp_path / "s.zarr", tmp_path / "seen.json"
-    out = run_child(["run", str(config_file), str(store), f"clock:{t_kill_s}"],
-                    env={"SESSION_CHILD_SEEN": str(seen_path)})
-    assert out.returncode == -signal.SIGKILL, out.stderr
-    seen = json.loads(seen_path.read_text())
-    result = resume_session(store, show_progress=False, retry_delay_s=0.5)
-    assert result.status == "complete"
-    s = _assert_complete_with_force_log(store)
+    seen, s = _kill_then_resume(tmp_path, config_file, f"clock:{t_kill_s}")
     _assert_killed_run_logged_everything(s, reference_t, seen)
 
 
@@ -147,18 +155,14 @@ def test_kill_inside_or_after_a_journal_write(tmp_path, config_file, reference_t
     """Killed right after the journal's first write (the streams' first samples, before the
     first attempt), after the N-th write, or inside it (a torn record): resume completes and
     force_log gets every sample the journal holds, in one ``recovered`` record."""
-    store, seen_path = tmp_path / "s.zarr", tmp_path / "seen.json"
-    out = run_child(["run", str(config_file), str(store), kill],
-                    env={"SESSION_CHILD_SEEN": str(seen_path)})
-    assert out.returncode == -signal.SIGKILL, out.stderr
-    content = read_journal(journal_path(store))
-    assert content is not None
     torn = kill.startswith("journal-torn")
-    assert (content.torn_bytes > 0) == torn
-    seen = json.loads(seen_path.read_text())
-    result = resume_session(store, show_progress=False, retry_delay_s=0.5)
-    assert result.status == "complete"
-    s = _assert_complete_with_force_log(store)
+
+    def journal_as_killed(store):
+        content = read_journal(journal_path(store))
+        assert content is not None
+        assert (content.torn_bytes > 0) == torn
+
+    seen, s = _kill_then_resume(tmp_path, config_file, kill, before_resume=journal_as_killed)
     recovered = [r for r in s.table("force_log").records if r["meta"]["outcome"] == "recovered"]
     assert len(recovered) == 1
     unit = Plan.from_json(s.plan).unit_ids()[0] if in_unit else None
@@ -194,16 +198,9 @@ def test_kill_inside_the_force_log_commit_recovers_its_samples(tmp_path, config_
                                                               reference_t):
     """Killed inside a force_log commit (rows written, index not): the record is trimmed on
     resume, and its samples come back from the journal (none lost, none doubled)."""
-    store, seen_path = tmp_path / "s.zarr", tmp_path / "seen.json"
     # the 1st attribute commit of the table is its creation, the 2nd its first record (the
     # first unit's whole attempt: no unit reaches FORCE_LOG_FLUSH_SAMPLES, so none is partial)
-    out = run_child(["run", str(config_file), str(store), "commit:force_log:2"],
-                    env={"SESSION_CHILD_SEEN": str(seen_path)})
-    assert out.returncode == -signal.SIGKILL, out.stderr
-    seen = json.loads(seen_path.read_text())
-    result = resume_session(store, show_progress=False, retry_delay_s=0.5)
-    assert result.status == "complete"
-    s = _assert_complete_with_force_log(store)
+    seen, s = _kill_then_resume(tmp_path, config_file, "commit:force_log:2")
     unit = Plan.from_json(s.plan).unit_ids()[0]
     records = _records_of(s, unit, 0)
     assert [r["meta"]["outcome"] for r in records] == ["recovered"]
