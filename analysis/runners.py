@@ -63,7 +63,7 @@ def _swei_attrs(table: Any) -> dict[str, Any]:
 
 
 def _displacement_of(
-    store_path: str, key: str, method: str, reference: str,
+    store_path: str, key: str, method: str, reference: str, axial_kernel: int,
 ) -> tuple[str, NDArray[np.float32], NDArray[np.float32]]:
     """One Dask task: read one sequence's IQ, return its displacement and quality."""
     store = SessionStore.open(store_path, "r")
@@ -75,7 +75,7 @@ def _displacement_of(
         iq, sampling_frequency=float(attrs["sampling_frequency"]),
         modulation_frequency=float(attrs["modulation_frequency"]),
         sound_speed=float(attrs["sound_speed"]), reference=reference,  # type: ignore[arg-type]
-        return_quality=True, workers=1,
+        axial_kernel=axial_kernel, return_quality=True, workers=1,
     )
     return key, disp.astype(np.float32, copy=False), quality.astype(np.float32, copy=False)
 
@@ -93,6 +93,7 @@ def run_displacement(
     scheduler_address: str | None = None,
     num_workers: int | None = None,
     progress: Progress | None = None,
+    axial_kernel: int | None = None,
 ) -> int:
     """Compute the ``displacement`` table from ``swei/iq`` (resumable, Dask-parallel).
 
@@ -112,6 +113,9 @@ def run_displacement(
     progress : callable, optional
         Called as ``progress(done, total)`` after each sequence is written (``total`` counts
         only the sequences still to do).
+    axial_kernel : int, optional
+        Odd axial kernel in IQ samples; default :func:`analysis.displacement.default_axial_kernel`
+        of the store's sampling (3 on the demo's 0.25 mm grid). Stored as a table attribute.
 
     Returns
     -------
@@ -122,7 +126,8 @@ def run_displacement(
     ------
     lab.store.StoreError
         Missing ``swei`` table or attributes, or an existing ``displacement`` table made with
-        another method or reference (delete it to recompute).
+        another method, reference or axial kernel (delete it to recompute): one table never
+        mixes estimators.
 
     Notes
     -----
@@ -142,11 +147,18 @@ def run_displacement(
     attrs = _swei_attrs(swei)
     acquired, depth, lateral = swei.schema["iq"]["row_shape"]
     frames = acquired - 1  # F tracked frames; IQ holds the reference too
+    if axial_kernel is None:
+        axial_kernel = default_axial_kernel(
+            sampling_frequency=float(attrs["sampling_frequency"]),
+            modulation_frequency=float(attrs["modulation_frequency"]))
+    elif isinstance(axial_kernel, bool) or not isinstance(axial_kernel, int | np.integer) or (
+            axial_kernel < 1 or axial_kernel % 2 == 0):
+        raise ValueError(f"axial_kernel must be an odd number of samples >= 1, got "
+                         f"{axial_kernel!r}")
+    axial_kernel = int(axial_kernel)
     provenance = {
         "method": method, "reference": reference, "source": f"{SWEI_TABLE}/iq",
-        "axial_kernel": default_axial_kernel(
-            sampling_frequency=float(attrs["sampling_frequency"]),
-            modulation_frequency=float(attrs["modulation_frequency"])),
+        "axial_kernel": axial_kernel,
         "units": {"displacement_m": "m, positive away from the probe",
                   "quality": "correlation coefficient, 0-1"},
         "created_utc": utc_now(),
@@ -157,11 +169,13 @@ def run_displacement(
         ArraySpec("quality", (frames, depth, lateral), "float32", dims),
     ], attrs=provenance)
     existing = table.group.attrs.asdict()
-    if (existing.get("method"), existing.get("reference")) != (method, reference):
+    if ((existing.get("method"), existing.get("reference"), existing.get("axial_kernel"))
+            != (method, reference, axial_kernel)):
         raise StoreError(
             f"{path}: the {DISPLACEMENT_TABLE!r} table was computed with method="
-            f"{existing.get('method')!r}, reference={existing.get('reference')!r}; delete it to "
-            f"recompute with {method!r}/{reference!r}")
+            f"{existing.get('method')!r}, reference={existing.get('reference')!r}, axial_kernel="
+            f"{existing.get('axial_kernel')!r}; delete it to recompute with {method!r}/"
+            f"{reference!r}/{axial_kernel!r}")
     done = set(table.keys())
     todo = [k for k in swei.keys() if k not in done]
     total = len(todo)
@@ -185,7 +199,8 @@ def run_displacement(
                                   if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
         task = dask.delayed(_displacement_of, pure=False)
         for batch in _batches(todo, threads * _IN_FLIGHT_PER_WORKER):
-            results = dask.compute(*[task(path, k, method, reference) for k in batch],
+            results = dask.compute(*[task(path, k, method, reference, axial_kernel)
+                                     for k in batch],
                                    scheduler="threads", num_workers=threads)
             for key, disp, quality in results:
                 write(key, disp, quality)
@@ -198,7 +213,7 @@ def run_displacement(
             futures = as_completed()
             for key in [k for _, k in zip(range(in_flight), pending, strict=False)]:
                 futures.add(client.submit(_displacement_of, path, key, method, reference,
-                                          pure=False))
+                                          axial_kernel, pure=False))
             for future in futures:
                 key, disp, quality = future.result()
                 write(key, disp, quality)
@@ -206,7 +221,7 @@ def run_displacement(
                 nxt = next(pending, None)
                 if nxt is not None:
                     futures.add(client.submit(_displacement_of, path, nxt, method, reference,
-                                              pure=False))
+                                              axial_kernel, pure=False))
     return written
 
 

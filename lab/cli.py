@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -165,14 +166,21 @@ def analyze_displacement(
         help="dask.distributed scheduler address (tcp://host:8786); local threads if absent")]
     = None,
     workers: Annotated[int | None, typer.Option(help="local worker threads")] = None,
+    axial_kernel: Annotated[int | None, typer.Option(
+        min=1, help="odd axial kernel in IQ samples (default: ~1.5 wavelengths, at least 3)")]
+    = None,
 ) -> None:
     """Axial displacement of every SWEI sequence (Dask, resumable) -> the `displacement` table."""
+    if axial_kernel is not None and axial_kernel % 2 == 0:
+        raise typer.BadParameter(f"{axial_kernel} is even; the kernel is centred on its pixel",
+                                 param_hint="--axial-kernel")
     log.info("displacement (%s) on %s; %s", method.value,
              f"the Dask scheduler at {scheduler}" if scheduler else "Dask local threads",
              COMPILE_NOTE)
     with _store_errors(), progress_callback("displacement") as progress:
         n = run_displacement(store, method=method.value, reference=reference.value,
-                             scheduler_address=scheduler, num_workers=workers, progress=progress)
+                             scheduler_address=scheduler, num_workers=workers, progress=progress,
+                             axial_kernel=axial_kernel)
     console.print(f"displacement: {n} sequences computed")
 
 
@@ -298,13 +306,19 @@ def predict(
     = None,
     max_memory_mb: Annotated[float, typer.Option(help="memory budget of dense inference")]
     = 1024.0,
+    map_name: Annotated[str, typer.Option(help="write maps/NAME_kpa (another name keeps the "
+                                               "maps of an earlier model)")] = "cnn",
 ) -> None:
-    """Full elasticity maps of every sequence -> maps/cnn_kpa (and PNGs)."""
+    """Full elasticity maps of every sequence -> maps/cnn_kpa (or maps/NAME_kpa; and PNGs)."""
     from analysis.swei_cnn.runners import run_predict  # lazy: torch, ~1.1 s
 
+    if not re.fullmatch(r"[a-z][a-z0-9_]{0,39}", map_name) or map_name == "tof":
+        raise typer.BadParameter(f"{map_name!r}: lower-case letters, digits and '_', starting "
+                                 "with a letter, at most 40, not 'tof'", param_hint="--map-name")
     with _store_errors(), progress_callback("predict") as progress:
         result = run_predict(store, model_path=model, stride=stride, device=device.value,
-                             max_memory_mb=max_memory_mb, on_progress=progress)
+                             max_memory_mb=max_memory_mb, on_progress=progress,
+                             map_path=f"maps/{map_name}_kpa")
     if png is not None:
         _write_map_pngs(store, png)
     console.print_json(data={k: v for k, v in result.items() if k != "path"})
@@ -336,6 +350,10 @@ def demo(
                                                       "and recipe, GPU) or smoke (seconds)")]
     = DemoProfile.default,
     no_progress: Annotated[bool, typer.Option("--no-progress", help="no progress bars")] = False,
+    seed: Annotated[int | None, typer.Option(
+        min=0, max=2**31 - 1, help="repeat the profile on new random data (speckle, noise, "
+                                   "positions, training blocks, splits, network); default 0")]
+    = None,
 ) -> None:
     """The simulated study end to end: acquisition, labels, displacement, ToF, CNN, strain, report.
 
@@ -349,7 +367,7 @@ def demo(
         _fail(f"--profile must be one of {sorted(PROFILES)}, got {profile.value!r}")
     try:
         run_demo(out, profile=profile.value,  # type: ignore[arg-type]
-                 show_progress=not no_progress)
+                 show_progress=not no_progress, seed=seed)
     except DemoError as exc:
         _fail(str(exc))
     console.print(f"[green]demo complete[/green]: open {out / 'report.html'}")

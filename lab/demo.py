@@ -22,6 +22,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -81,14 +82,22 @@ def open_output(out_dir: Path, profile: DemoProfile) -> DemoState:
 
 
 def run_demo(out_dir: str | Path, *, profile: ProfileName = "default",
-             show_progress: bool = True, stop_after: str | None = None) -> dict[str, Any]:
-    """Run (or resume) the demo into ``out_dir``; returns the metrics written to metrics.json."""
+             show_progress: bool = True, stop_after: str | None = None,
+             seed: int | None = None) -> dict[str, Any]:
+    """Run (or resume) the demo into ``out_dir``; returns the metrics written to metrics.json.
+
+    ``seed`` (default: the profile's, 0) repeats the profile on new random data: speckle, noise,
+    probe positions, training inclusion blocks, splits and network initialisation.
+    """
     if profile not in PROFILES:
         raise DemoError(f"unknown profile {profile!r}; choose one of {sorted(PROFILES)}")
     if stop_after is not None and stop_after not in STAGE_NAMES:
         raise DemoError(f"unknown stage {stop_after!r}; stages are {STAGE_NAMES}")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)
+                             or not 0 <= seed < 2**31):
+        raise DemoError(f"seed must be an integer in [0, 2**31), got {seed!r}")
     out = Path(out_dir)
-    prof = PROFILES[profile]
+    prof = PROFILES[profile] if seed is None else replace(PROFILES[profile], seed=seed)
     state = open_output(out, prof)
     ctx = DemoContext(out, prof, state, show_progress)
     state_path = out / STATE_FILE

@@ -70,6 +70,9 @@ class DemoProfile:
     finetune_with_training_inclusions: bool = False
     #: Also train with the leave-one-concentration-out split (this concentration held out).
     unseen_concentration: float | None = None
+    #: Seeds everything random: the lab's noise, probe positions, speckle (phantom speckle seeds
+    #: are offset by ``SPECKLE_SEEDS_PER_RUN * seed``), the training inclusion blocks, splits
+    #: and network initialisation. ``elastolab demo --seed N`` repeats a profile on new data.
     seed: int = 0
 
 
@@ -126,6 +129,14 @@ PROFILES: dict[str, DemoProfile] = {
 }
 
 
+#: Speckle seeds of one run's phantoms lie below this; run ``seed`` adds ``seed`` times it.
+SPECKLE_SEEDS_PER_RUN = 1000
+
+
+def _speckle_seed(profile: DemoProfile, base: int) -> int:
+    return base + SPECKLE_SEEDS_PER_RUN * profile.seed
+
+
 #: The inclusion phantom of the evaluation (the paper's 7.5 % block with a 15 % inclusion).
 EVAL_INCLUSION_BLOCK = "block-inclusion"
 #: Training blocks with random inclusions are called ``{prefix}{k}``.
@@ -159,7 +170,8 @@ def training_inclusion_blocks(profile: DemoProfile) -> list[dict[str, Any]]:
             inclusions.append({"x_mm": round(x, 2), "z_mm": round(z, 2), "radius_mm": radius,
                                "gelatin_percent": float(rng.choice(pool))})
         blocks.append({"kind": "block", "id": f"{TRAINING_INCLUSION_PREFIX}{k}",
-                       "gelatin_percent": background, "speckle_seed": 200 + k,
+                       "gelatin_percent": background,
+                       "speckle_seed": _speckle_seed(profile, 200 + k),
                        "viscosity_pa_s": gelatin_viscosity_pa_s(background),
                        "inclusions": inclusions})
     return blocks
@@ -197,11 +209,12 @@ def demo_config(profile: DemoProfile) -> SessionConfig:
             phantoms.append({"kind": "cylinder", "id": cylinders[-1], "gelatin_percent": c})
         blocks.append(f"block-{c:g}")
         phantoms.append({"kind": "block", "id": blocks[-1], "gelatin_percent": c,
-                         "speckle_seed": len(blocks)})
+                         "speckle_seed": _speckle_seed(profile, len(blocks))})
         phantoms[-1]["viscosity_pa_s"] = gelatin_viscosity_pa_s(c)
     # [SWEI] inclusion phantoms: 7.5 % background, 15 % cylindrical inclusions of ~5 and ~10 mm.
     phantoms.append({"kind": "block", "id": EVAL_INCLUSION_BLOCK, "gelatin_percent": 7.5,
-                     "speckle_seed": 99, "viscosity_pa_s": gelatin_viscosity_pa_s(7.5),
+                     "speckle_seed": _speckle_seed(profile, 99),
+                     "viscosity_pa_s": gelatin_viscosity_pa_s(7.5),
                      "inclusions": [
                          {"x_mm": 0.0, "z_mm": 10.0, "radius_mm": 5.0, "gelatin_percent": 15.0}]})
     training_blocks = training_inclusion_blocks(profile)

@@ -171,11 +171,21 @@ def _centre_range(ctx: DemoContext, depth_m: list[float], lateral_m: list[float]
     return len(depth_m), len(lateral_m)
 
 
-def _maps(ctx: DemoContext, model_path: Path, indices: list[int], label: str) -> np.ndarray:
+#: Store arrays of the demo's CNN maps: the held-out and inclusion maps of the main and tuned
+#: models (what the report shows), the inclusion maps before fine-tuning, and the maps of the
+#: model trained without one concentration. Each model writes its own array, so no model's
+#: maps replace another's.
+CNN_MAP_PATHS = {"main": "maps/cnn_kpa", "tuned": "maps/cnn_tuned_kpa",
+                 "untuned": "maps/cnn_untuned_kpa", "unseen": "maps/cnn_unseen_kpa"}
+
+
+def _maps(ctx: DemoContext, model_path: Path, indices: list[int], label: str,
+          role: str) -> np.ndarray:
+    path = CNN_MAP_PATHS[role]
     with _progress(ctx, f"CNN maps ({label})") as progress:
         run_predict(ctx.store_path, model_path=model_path, indices=indices, tof_path=None,
-                    on_progress=progress)
-    return SessionStore.open(ctx.store_path).read_array("maps/cnn_kpa")[indices]
+                    on_progress=progress, map_path=path)
+    return SessionStore.open(ctx.store_path).read_array(path)[indices]
 
 
 def _finetune_by_validation(ctx: DemoContext, model_path: Path, data: Any, split: dict[str, Any],
@@ -248,18 +258,18 @@ def stage_cnn(ctx: DemoContext) -> dict[str, Any]:
                             on_progress=progress)
     data = load_swei_training_set(ctx.store_path, targets="geometry")
     held_out, inc_eval = split["test"], split["inclusion_eval"]
-    cnn_held = _maps(ctx, model_path, held_out, "held out")
-    cnn_untuned = _maps(ctx, model_path, inc_eval, "inclusion, before fine-tuning")
+    cnn_held = _maps(ctx, model_path, held_out, "held out", "main")
+    cnn_untuned = _maps(ctx, model_path, inc_eval, "inclusion, before fine-tuning", "untuned")
 
     tuned_path = models / f"swei-cnn-w{prof.window_px}-inclusion.safetensors"
     model, card, finetuning = _finetune_by_validation(ctx, model_path, data, split, roi)
     save_model(model, tuned_path, card=card)
-    cnn_inc = _maps(ctx, tuned_path, inc_eval, "inclusion")
+    cnn_inc = _maps(ctx, tuned_path, inc_eval, "inclusion", "tuned")
     store = SessionStore.open(ctx.store_path)
-    cnn_all = store.read_array("maps/cnn_kpa")
-    cnn_all[held_out] = cnn_held  # one array with both models' maps
+    cnn_all = store.read_array(CNN_MAP_PATHS["main"])
+    cnn_all[inc_eval] = cnn_inc  # one array with both models' maps, for the report
     store = SessionStore.open(ctx.store_path, mode="a")
-    store.write_array("maps/cnn_kpa", cnn_all, dims=("seq", "depth", "lateral"),
+    store.write_array(CNN_MAP_PATHS["main"], cnn_all, dims=("seq", "depth", "lateral"),
                       chunks=(1, *cnn_all.shape[1:]), overwrite=True, allow_nan=True,
                       attrs={"units": "kPa", "method": "swei-cnn",
                              "models": {"held_out": model_path.name,
@@ -312,7 +322,7 @@ def _unseen_concentration(ctx: DemoContext, data: Any, split: dict[str, Any],
                 "best_epoch": trained["metrics"]["best_epoch"],
                 "train_sequences": trained["card"]["split"]["train"]}
     test = split["unseen_test"]
-    maps = _maps(ctx, path, test, "unseen concentration")
+    maps = _maps(ctx, path, test, "unseen concentration", "unseen")
     return {**compare_with_tof(maps, tof[test], data, test), "training": training,
             "held_out_percent": prof.unseen_concentration}
 

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import scipy.ndimage
 import torch
 from numpy.typing import NDArray
 from threadpoolctl import ThreadpoolController
@@ -422,19 +423,27 @@ class WindowCache:
             digest.update(self.targets[i].tobytes())
         self.data_hash = digest.hexdigest()
         # Centres inside inclusions (target differs from the sequence's background, its most
-        # common value): flat indices into the centre range, per cached sequence.
+        # common value), in the background, and in the background's border band (within half a
+        # window of an inclusion pixel: windows that straddle an interface): flat indices into
+        # the centre range, per cached sequence.
         self.inside: list[NDArray[np.intp]] = []
         self.outside: list[NDArray[np.intp]] = []
+        self.border: list[NDArray[np.intp]] = []
+        empty = np.empty(0, dtype=np.intp)
         for i, s in enumerate(self.indices):
             if not data.uses_map[s]:
-                self.inside.append(np.empty(0, dtype=np.intp))
-                self.outside.append(np.empty(0, dtype=np.intp))
+                self.inside.append(empty)
+                self.outside.append(empty)
+                self.border.append(empty)
                 continue
             flat = self.targets[i].ravel()
             values, counts = np.unique(flat, return_counts=True)
-            background = values[np.argmax(counts)]
-            self.inside.append(np.flatnonzero(flat != background))
-            self.outside.append(np.flatnonzero(flat == background))
+            is_background = self.targets[i] == values[np.argmax(counts)]
+            self.inside.append(np.flatnonzero(~is_background))
+            self.outside.append(np.flatnonzero(is_background))
+            near = (scipy.ndimage.distance_transform_edt(is_background) <= half
+                    if not is_background.all() else np.zeros_like(is_background))
+            self.border.append(np.flatnonzero(is_background & near))
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -445,7 +454,8 @@ class WindowCache:
 
     def draw(self, rng: np.random.Generator, *, windows_per_sequence: int = 1,
              augmentation: Augmentation | None = None,
-             inside_fraction: float | None = None) -> WindowDraw:
+             inside_fraction: float | None = None,
+             border_fraction: float | None = None) -> WindowDraw:
         """Random windows for one epoch: each cached sequence ``windows_per_sequence`` times,
         shuffled, with uniform centres in the ROI and the augmentation's random choices.
 
@@ -453,10 +463,19 @@ class WindowCache:
         their windows is centred inside an inclusion with this probability (uniformly among the
         inclusion pixels of the centre range) and in the background otherwise; sequences whose
         centre range holds no inclusion pixel, and homogeneous ones, draw uniformly. None draws
-        every centre uniformly.
+        every centre uniformly. ``border_fraction`` (with ``inside_fraction``) takes that share
+        of those windows from the background's border band (within half a window of an
+        inclusion, :attr:`border`), so interfaces are learnt from windows that straddle them;
+        the rest of the background windows are drawn uniformly over the whole background.
         """
         if inside_fraction is not None and not 0.0 <= inside_fraction <= 1.0:
             raise ValueError(f"inside_fraction must be in [0, 1] or None, got {inside_fraction}")
+        if border_fraction is not None:
+            if inside_fraction is None:
+                raise ValueError("border_fraction needs inside_fraction (the strata go together)")
+            if not 0.0 <= border_fraction <= 1.0 - inside_fraction:
+                raise ValueError(f"border_fraction must be in [0, 1 - inside_fraction = "
+                                 f"{1.0 - inside_fraction:g}], got {border_fraction}")
         aug = augmentation if augmentation is not None else Augmentation.none()
         n = len(self) * windows_per_sequence
         seq = rng.permutation(np.repeat(np.arange(len(self)), windows_per_sequence))
@@ -465,10 +484,15 @@ class WindowCache:
         row = rng.integers(0, r1 - r0, n)
         col = rng.integers(0, c1 - c0, n)
         if inside_fraction is not None:
-            want_inside = rng.random(n) < inside_fraction
+            stratum = rng.random(n)
             pick = rng.random(n)
             for i in np.flatnonzero([self.inside[s].size > 0 for s in seq]):
-                pool = self.inside[seq[i]] if want_inside[i] else self.outside[seq[i]]
+                if stratum[i] < inside_fraction:
+                    pool = self.inside[seq[i]]
+                elif border_fraction and stratum[i] < inside_fraction + border_fraction:
+                    pool = self.border[seq[i]]
+                else:
+                    pool = self.outside[seq[i]]
                 if pool.size:
                     row[i], col[i] = divmod(int(pool[int(pick[i] * pool.size)]), c1 - c0)
         flip_depth = rng.random(n) < aug.flip_probability

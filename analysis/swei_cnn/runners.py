@@ -273,13 +273,17 @@ def run_predict(
     overwrite: bool = True,
     on_progress: Callable[[int, int], None] | None = None,
     labels: Mapping[float, float] | None = None,
+    map_path: str = MAP_PATH,
 ) -> dict[str, Any]:
-    """Full modulus maps of a store's sequences -> ``maps/cnn_kpa`` (seq, depth, lateral).
+    """Full modulus maps of a store's sequences -> ``map_path`` (seq, depth, lateral).
 
     Every sequence gets a map (NaN outside the valid region, i.e. within half a window of the
     border, and off the ``stride`` grid; sequences not in ``indices`` stay all-NaN). Returns the
     metrics of :func:`map_metrics` on the predicted sequences, and the ToF comparison when the
     store holds ``tof_path`` with the same shape. `labels` as in :func:`load_swei_training_set`.
+    ``map_path`` (default ``maps/cnn_kpa``) is replaced whole: give each model its own path to
+    keep the maps of another (the demo keeps its leave-one-concentration-out model's maps in
+    ``maps/cnn_unseen_kpa``).
     """
     model, card = load_model(model_path, device=device)
     data = load_swei_training_set(store_path, labels=labels)
@@ -291,14 +295,14 @@ def run_predict(
         if on_progress is not None:
             on_progress(i + 1, len(idx))
     store = SessionStore.open(store_path, "a")
-    store.write_array(MAP_PATH, maps, dims=("seq", "depth", "lateral"),
+    store.write_array(map_path, maps, dims=("seq", "depth", "lateral"),
                       chunks=(1, *data.image_shape), overwrite=overwrite, allow_nan=True,
                       attrs={"units": "kPa", "method": "swei-cnn", "window_px": card.window_px,
                              "stride": stride, "model_sha256": card.weights_sha256,
                              "keys": data.keys})
     # sequences whose modulus is unknown (imported data without a label) get maps, not scores
     known = idx[np.isfinite(data.youngs_modulus_kpa[idx])]
-    result: dict[str, Any] = {"path": MAP_PATH, "unscored_sequences": int(idx.size - known.size),
+    result: dict[str, Any] = {"path": map_path, "unscored_sequences": int(idx.size - known.size),
                               "metrics": map_metrics(maps[known], data, known) if known.size
                               else None}
     if tof_path is not None and tof_path in store.root and known.size:

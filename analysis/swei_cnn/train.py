@@ -67,6 +67,8 @@ class TrainingProfile:
     defaults to ``windows_per_sequence``. ``inclusion_window_fraction`` stratifies the training
     windows of sequences with per-pixel targets (that share inside inclusions, the rest in the
     background; :meth:`WindowCache.draw`); None draws their centres uniformly.
+    ``border_window_fraction`` takes that share of those training windows from the background
+    within half a window of an inclusion (windows straddling an interface).
     ``validation_inclusion_fraction`` does the same for the fixed validation windows, so that
     the validation MAE of inclusion sequences weighs inclusion and background alike rather
     than by area (homogeneous sequences are unaffected).
@@ -85,6 +87,7 @@ class TrainingProfile:
     validation_windows_per_sequence: int | None = None
     inclusion_window_fraction: float | None = None
     validation_inclusion_fraction: float | None = None
+    border_window_fraction: float | None = None
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or self.windows_per_sequence < 1:
@@ -98,6 +101,11 @@ class TrainingProfile:
         if (self.validation_windows_per_sequence is not None
                 and self.validation_windows_per_sequence < 1):
             raise ValueError("validation_windows_per_sequence must be >= 1 or None")
+        if self.border_window_fraction is not None and (
+                self.inclusion_window_fraction is None or not
+                0.0 <= self.border_window_fraction <= 1.0 - self.inclusion_window_fraction):
+            raise ValueError("border_window_fraction needs inclusion_window_fraction and must be "
+                             "in [0, 1 - inclusion_window_fraction]")
 
     def learning_rate_at(self, epoch: int) -> float:
         """Learning rate of 0-based ``epoch``."""
@@ -325,7 +333,8 @@ def train(
         rng = np.random.default_rng([seed, epoch])
         draw = train_cache.draw(rng, windows_per_sequence=prof.windows_per_sequence,
                                 augmentation=prof.augmentation,
-                                inside_fraction=prof.inclusion_window_fraction)
+                                inside_fraction=prof.inclusion_window_fraction,
+                                border_fraction=prof.border_window_fraction)
         n_batches = -(-len(draw) // prof.batch_size)
         net.train()
         sq_sum = abs_sum = 0.0

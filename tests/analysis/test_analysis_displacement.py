@@ -94,6 +94,8 @@ def test_default_kernel_is_odd_and_about_one_and_a_half_wavelengths() -> None:
     assert k % 2 == 1
     assert abs(k - 1.5 * wavelength_samples) <= 1.0
     assert default_axial_kernel(sampling_frequency=40e6, modulation_frequency=5e6) == 25
+    # a coarse pixel grid (0.25 mm: 1.23 samples per 1.5 wavelengths) still gets three
+    assert default_axial_kernel(sampling_frequency=3.08e6, modulation_frequency=7.5e6) == 3
 
 
 def test_sign_motion_away_from_probe_is_positive() -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from analysis.displacement import loupas
+from analysis.displacement import default_axial_kernel, loupas
 from analysis.runners import run_displacement, run_labels, run_tof
 from lab.store import ArraySpec, SessionStore, StoreError
 from protocols.swei import swei_table_arrays
@@ -111,13 +111,43 @@ def test_run_displacement_skips_existing_records(tmp_path: Path) -> None:
     first = store.table("displacement").records[0]["key"]
     table = store2.require_table("displacement", row_dim="seq", arrays=[
         ArraySpec(n, (FRAMES, DEPTH, LATERAL), "float32", ("seq", "frame", "depth", "lateral"))
-        for n in ("displacement_m", "quality")], attrs={"method": "loupas", "reference": "fixed"})
+        for n in ("displacement_m", "quality")],
+        attrs={"method": "loupas", "reference": "fixed", "axial_kernel": default_axial_kernel(
+            sampling_frequency=KW["sampling_frequency"],
+            modulation_frequency=KW["modulation_frequency"])})
     table.append(first, {n: store.table("displacement").read(n, first) for n in
                          ("displacement_m", "quality")})
     assert run_displacement(path2) == 2
     assert SessionStore.open(path2).table("displacement").keys() == store.table("swei").keys()
     with pytest.raises(StoreError, match="computed with method='loupas'"):
         run_displacement(path2, method="kasai")
+    # nor another kernel: one table never mixes estimators (e.g. a store half-done by a
+    # version whose default kernel was 1 sample on coarse grids)
+    with pytest.raises(StoreError, match=r"axial_kernel=3; delete it to recompute"):
+        run_displacement(path2, axial_kernel=7)
+
+
+def test_run_displacement_with_a_chosen_kernel(tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    import analysis.runners
+
+    path = make_store(tmp_path / "s.zarr", n_seq=2, with_indentation=False)
+    for bad in (4, 0, -3, 2.0, True):
+        with pytest.raises(ValueError, match="axial_kernel must be an odd number"):
+            run_displacement(path, axial_kernel=bad)  # type: ignore[arg-type]
+    kernels: list[int] = []
+
+    def recording_loupas(iq: np.ndarray, **kw: object) -> object:
+        kernels.append(kw["axial_kernel"])  # type: ignore[arg-type]
+        return loupas(iq, **kw)  # type: ignore[call-overload]
+
+    monkeypatch.setattr(analysis.runners, "loupas", recording_loupas)
+    assert run_displacement(path, axial_kernel=5, num_workers=1) == 2
+    assert kernels == [5, 5]
+    table = SessionStore.open(path).table("displacement")
+    assert table.group.attrs["axial_kernel"] == 5
+    np.testing.assert_allclose(table.read("displacement_m", "B10/pos000/push1")[0],
+                               loupas(wave_iq(1), axial_kernel=5, **KW), rtol=1e-6)
 
 
 def test_run_displacement_on_a_distributed_cluster(tmp_path: Path) -> None:

@@ -252,3 +252,37 @@ def test_unstratified_centres_follow_the_inclusion_area() -> None:
     assert inside.mean() == pytest.approx(area, abs=0.01)
     with pytest.raises(ValueError, match="inside_fraction"):
         cache.draw(np.random.default_rng(5), inside_fraction=1.5)
+
+
+def test_border_centres_straddle_an_interface_as_often_as_asked() -> None:
+    """Border windows: background centres within half a window of an inclusion pixel, the
+    share asked for; the rest as without the border stratum."""
+    import scipy.ndimage
+
+    data = _inclusion_set()
+    cache = WindowCache(data, [0, 1, 2], window_px=5, roi_px=(30, 40))
+    draw = cache.draw(np.random.default_rng(6), windows_per_sequence=6000, inside_fraction=0.4,
+                      border_fraction=0.3)
+    half = cache.window_px // 2
+    for k in (1, 2):
+        background = cache.targets[k] == 40.0
+        distance = scipy.ndimage.distance_transform_edt(background)
+        band = background & (distance <= half)
+        assert 0 < band.sum() < 0.5 * background.sum()  # a thin band, not the background
+        mine = draw.seq == k
+        rows, cols = draw.row[mine], draw.col[mine]
+        inside = ~background[rows, cols]
+        in_band = band[rows, cols]
+        assert inside.mean() == pytest.approx(0.4, abs=0.025)
+        # 0.3 from the band, plus the band's share of the uniform background draws
+        expected = 0.3 + 0.3 * band.sum() / background.sum()
+        assert in_band.mean() == pytest.approx(expected, abs=0.025)
+    # without a border stratum nothing changes: the same draw as before
+    plain = cache.draw(np.random.default_rng(6), windows_per_sequence=50, inside_fraction=0.4)
+    same = cache.draw(np.random.default_rng(6), windows_per_sequence=50, inside_fraction=0.4,
+                      border_fraction=None)
+    np.testing.assert_array_equal(plain.row, same.row)
+    with pytest.raises(ValueError, match="border_fraction must be in"):
+        cache.draw(np.random.default_rng(6), inside_fraction=0.6, border_fraction=0.5)
+    with pytest.raises(ValueError, match="needs inside_fraction"):
+        cache.draw(np.random.default_rng(6), border_fraction=0.2)

@@ -80,6 +80,14 @@ def test_run_train_then_predict_writes_maps(tmp_path) -> None:
     valid[2:-2, 2:-2] = True
     assert np.isfinite(maps[:, valid]).all() and np.isnan(maps[:, ~valid]).all()
     assert result["metrics"]["overall"]["pixels"] == len(data) * valid.sum()
+    # a second model's maps of some sequences go to their own array; the first stay whole
+    second = run_predict(store, model_path=model_path, indices=[0, 1], tof_path=None,
+                         map_path="maps/cnn_other_kpa")
+    assert second["path"] == "maps/cnn_other_kpa"
+    other = SessionStore.open(store).read_array("maps/cnn_other_kpa")
+    np.testing.assert_array_equal(other[:2], maps[:2])
+    assert np.isnan(other[2:]).all()
+    np.testing.assert_array_equal(SessionStore.open(store).read_array(MAP_PATH), maps)
 
 
 def test_inclusion_mask_comes_from_the_truth_map_not_the_label() -> None:

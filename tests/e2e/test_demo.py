@@ -124,6 +124,32 @@ def test_headline_values_match_the_simulated_truth(demo_dir: Path) -> None:
 
 
 @pytest.mark.slow
+def test_every_models_maps_stay_in_the_store(demo_dir: Path) -> None:
+    """The maps the report shows (held out: main model; inclusion: tuned model) and those of the
+    other models are each in the store, none replaced by a later model's (the unseen-
+    concentration model once overwrote maps/cnn_kpa, leaving the report's CNN panels empty)."""
+    state = json.loads((demo_dir / "demo-state.json").read_text())
+    split = state["stages"]["tof"]["result"]["split"]
+    cnn = state["stages"]["cnn"]["result"]
+    store = SessionStore.open(demo_dir / "session.zarr")
+    shown = store.read_array("maps/cnn_kpa")
+    predicted = {"maps/cnn_kpa": cnn["held_out"] + cnn["inclusion"],
+                 "maps/cnn_tuned_kpa": cnn["inclusion"],
+                 "maps/cnn_untuned_kpa": cnn["inclusion"],
+                 "maps/cnn_unseen_kpa": split["unseen_test"]}
+    if not split["unseen_test"]:  # the smoke profile has no leave-one-concentration-out model
+        assert "maps/cnn_unseen_kpa" not in store.root
+        del predicted["maps/cnn_unseen_kpa"]
+    for path, indices in predicted.items():
+        maps = store.read_array(path)
+        assert indices and all(np.isfinite(maps[i]).mean() > 0.5 for i in indices), path
+        others = sorted(set(range(len(maps))) - set(indices))
+        assert not np.isfinite(maps[others]).any(), path
+    np.testing.assert_array_equal(shown[cnn["inclusion"]],
+                                  store.read_array("maps/cnn_tuned_kpa")[cnn["inclusion"]])
+
+
+@pytest.mark.slow
 def test_second_run_resumes_without_redoing(demo_dir: Path) -> None:
     before = (demo_dir / "demo-state.json").read_text()
     store_mtime = (demo_dir / "session.zarr" / "zarr.json").stat().st_mtime_ns
@@ -171,6 +197,11 @@ def test_cli_analysis_commands_on_demo_store(demo_dir: Path, tmp_path: Path) -> 
     model = demo_dir / "models" / "swei-cnn-w9.safetensors"
     ok("predict", str(store), "--model", str(model), "--png", str(tmp_path / "maps"))
     assert list((tmp_path / "maps").glob("map-*.png"))
+    before = SessionStore.open(store).read_array("maps/cnn_kpa")
+    ok("predict", str(store), "--model", str(model), "--map-name", "cnn_again")
+    again = SessionStore.open(store)
+    np.testing.assert_array_equal(again.read_array("maps/cnn_again_kpa"), before)
+    np.testing.assert_array_equal(again.read_array("maps/cnn_kpa"), before)  # kept
     out = ok("strain", str(store), "--coarse", "dp", "--png", str(tmp_path / "strain"))
     assert "failure rate" in out and list((tmp_path / "strain").glob("*.png"))
 
@@ -183,6 +214,10 @@ def test_cli_refuses_bad_arguments(tmp_path: Path) -> None:
     assert no_model.exit_code == 2 and "needs --model" in no_model.output
     missing = runner.invoke(app, ["analyze", "labels", str(tmp_path / "none.zarr")])
     assert missing.exit_code == 2 and "not a Zarr v3 store" in missing.output
+    for name in ("../swei/iq", "tof", "Cnn", ""):
+        bad_name = runner.invoke(app, ["predict", str(tmp_path), "--model", "m.safetensors",
+                                       "--map-name", name])
+        assert bad_name.exit_code == 2 and "--map-name" in bad_name.output, name
     bad_sim = runner.invoke(app, ["sim", "serve", "robot"])
     assert bad_sim.exit_code == 2 and "'robot' is not one of 'hexapod'" in bad_sim.output
 

@@ -122,7 +122,8 @@ def test_one_scatterer_per_coarse_pixel_is_not_developed_speckle() -> None:
         geometry.scatterers_per_cell(0.0)
 
 
-def _displacement_snr_db(density: float, snr_db: float | None) -> float:
+def _displacement_snr_db(density: float, snr_db: float | None,
+                         axial_kernel: int | None = None) -> float:
     """Loupas on a 10 um Gaussian bump against the truth: 20 log10(rms true / rms error)."""
     from analysis.displacement import loupas
 
@@ -138,19 +139,31 @@ def _displacement_snr_db(density: float, snr_db: float | None) -> float:
         iq = image_domain_iq(motion, scatterers, geometry, snr_db=snr_db,
                              rng=np.random.default_rng(seed))
         u = loupas(iq, sampling_frequency=C / (2 * geometry.dz_m), modulation_frequency=F0,
-                   sound_speed=C)[0]
+                   sound_speed=C, axial_kernel=axial_kernel)[0]
         err.append(np.mean((u - true) ** 2))
     return float(10 * np.log10(np.mean(true**2) / np.mean(err)))
 
 
 def test_displacement_snr_rises_with_density_towards_its_limit() -> None:
-    # on the default demo's grid with 20 dB electronic SNR (measured: -2.7, 0.4, 1.4 dB at 1,
-    # 10, 100 scatterers per resolution cell; 7.6 dB without noise at 100): with few
-    # scatterers many pixels are dark and their phase is the noise's
-    sparse, default, dense = (_displacement_snr_db(d, 20.0) for d in (1.0, 10.0, 100.0))
+    # on the default demo's grid with 20 dB electronic SNR and a one-sample kernel, the phase of
+    # single pixels (measured: -2.7, 0.4, 1.4 dB at 1, 10, 100 scatterers per resolution cell;
+    # 7.6 dB without noise at 100): with few scatterers many pixels are dark and their phase is
+    # the noise's
+    sparse, default, dense = (_displacement_snr_db(d, 20.0, axial_kernel=1)
+                              for d in (1.0, 10.0, 100.0))
     assert default > sparse + 1.5
     assert abs(dense - default) < 2.0
-    assert dense < _displacement_snr_db(100.0, None) - 3.0  # still below the noise-free limit
+    # still below the noise-free limit
+    assert dense < _displacement_snr_db(100.0, None, axial_kernel=1) - 3.0
+
+
+def test_default_kernel_tracks_on_the_coarse_demo_grid() -> None:
+    # the default kernel on 0.25 mm pixels is 3 samples, not the 1 that 1.5 wavelengths round
+    # to: measured 11.0 dB against 0.4 dB for one sample (10 per resolution cell, 20 dB
+    # electronic SNR; 16.4 dB without noise at 100 per cell)
+    default = _displacement_snr_db(10.0, 20.0)
+    assert default > 9.0
+    assert default > _displacement_snr_db(10.0, 20.0, axial_kernel=1) + 8.0
 
 
 def test_same_tissue_gives_same_speckle() -> None:
