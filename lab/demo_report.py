@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from analysis.swei_cnn.evaluate import paper_verdicts
 from lab.demo_context import DemoContext
 from lab.figures import (
     bmode,
@@ -168,7 +169,8 @@ def _loco_sentence(ctx: DemoContext) -> str:
 def _cnn_section(ctx: DemoContext, store: SessionStore) -> tuple[ReportSection, dict[str, Any]]:
     cnn = ctx.result("cnn")
     tof = ctx.result("tof")
-    comp = cnn["comparison"]
+    # verdicts are presentation: made anew, so re-running the report stage updates their text
+    comp = {**cnn["comparison"], "verdicts": paper_verdicts(cnn["comparison"])}
     rows = []
     for name, group in (("held-out homogeneous", "held_out"), ("inclusion phantom", "inclusion"),
                         ("inclusion, paper protocol (push mean)", "inclusion_push_mean"),

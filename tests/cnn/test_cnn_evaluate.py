@@ -171,6 +171,7 @@ def test_paper_verdicts_say_whether_the_direction_is_reproduced() -> None:
     v = paper_verdicts(comparison)
     assert v["homogeneous"].startswith("homogeneous MAE: reproduced")
     assert "ratio ToF/CNN 2.40 (paper 2.32: reached)" in v["homogeneous"]
+    assert "weaker baseline" not in v["homogeneous"]  # 12.0 kPa is about the paper's 11.61
     assert "NOT reproduced" in v["inclusion_dice"] and "CNN 0.5 vs ToF 0.7" in v["inclusion_dice"]
     assert "NOT reproduced" in v["inclusion_mae"]
     assert v["background_mae"].startswith("background MAE (push mean): reproduced")
@@ -178,3 +179,5 @@ def test_paper_verdicts_say_whether_the_direction_is_reproduced() -> None:
     assert "unseen / seen CNN MAE 2.80" in v["unseen_concentration"]
     comparison["inclusion_push_mean"]["cnn"]["background"] = None
     assert "not measured" in paper_verdicts(comparison)["background_mae"]
+    comparison["held_out"]["tof"]["overall"] = entry(21.0)  # a ToF 1.8x the paper's error
+    assert "this ToF errs 1.8x as much as the paper's" in paper_verdicts(comparison)["homogeneous"]
