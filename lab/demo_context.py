@@ -80,7 +80,7 @@ PROFILES: dict[str, DemoProfile] = {
     "smoke": DemoProfile(
         name="smoke", concentrations=(7.5, 15.0), cylinders_per_concentration=1,
         positions_per_block=8, push_elements=(40, 64, 88), depth_px=40, lateral_px=80,
-        inclusion_positions=2, compression_strains=(0.0, 0.01, 0.02),
+        inclusion_positions=3, compression_strains=(0.0, 0.01, 0.02),
         compression_depth_samples=400, compression_lines=48, window_px=9, cnn_profile="quick",
         cnn_max_steps=4, flow_training_pairs=6, flow_epochs=1, study_pairs=3,
         study_shape=(300, 40), indentation_rate_hz=20.0, finetune_epochs=1,

@@ -223,37 +223,61 @@ def push_mean_comparison(
     if cnn.shape != tof.shape or cnn.shape != (len(idx), *data.image_shape):
         raise ValueError(f"CNN {cnn.shape} and ToF {tof.shape} maps must both be shaped "
                          f"({len(idx)}, {data.image_shape[0]}, {data.image_shape[1]})")
-    units = [(int(data.phantom_index[s]), int(data.position_index[s])) for s in idx]
-    order = sorted(set(units))
-    if not order:
-        raise ValueError("push_mean_comparison needs at least one sequence")
-    cnn_pos, tof_pos, truth_pos, background, counts = [], [], [], [], []
-    for unit in order:
-        rows = [i for i, u in enumerate(units) if u == unit]
-        counts.append(len(rows))
-        cnn_pos.append(nanmean_maps(cnn[rows]))
-        tof_pos.append(nanmean_maps(np.stack([
-            smooth_map(tof[i], sigma_mm=(tof_sigma_mm, tof_sigma_mm), depth_step_m=depth_step_m,
-                       lateral_step_m=lateral_step_m, fill_min_weight=PAPER_TOF_FILL_MIN_WEIGHT)
-            for i in rows])))
-        truth = data.target_map_kpa(int(idx[rows[0]])).astype(np.float64)
-        truth_pos.append(truth)
-        background.append(_most_common(truth))
-    c, t, truth = np.stack(cnn_pos), np.stack(tof_pos), np.stack(truth_pos)
+    groups = _position_groups(data, idx)
+    c = np.stack([nanmean_maps(cnn[rows]) for rows in groups])
+    t = np.stack([nanmean_maps(np.stack([
+        smooth_map(tof[i], sigma_mm=(tof_sigma_mm, tof_sigma_mm), depth_step_m=depth_step_m,
+                   lateral_step_m=lateral_step_m, fill_min_weight=PAPER_TOF_FILL_MIN_WEIGHT)
+        for i in rows])) for rows in groups])
+    truth, bg = _position_truth(data, idx, groups)
     both = np.isfinite(c) & np.isfinite(t)
-    bg = np.asarray(background)[:, None, None]
+    counts = [len(rows) for rows in groups]
     return {
         "cnn": region_metrics(c, truth, mask=both, background_kpa=bg, threshold_kpa=threshold_kpa),
         "tof": region_metrics(t, truth, mask=both, background_kpa=bg, threshold_kpa=threshold_kpa),
         "coverage": {"cnn": float(np.isfinite(c).mean()), "tof": float(np.isfinite(t).mean()),
                      "both": float(both.mean())},
-        "positions": len(order),
+        "positions": len(groups),
         "sequences_per_position": counts,
         "protocol": {"mean_of_push_sequences": True, "tof_gaussian_sigma_mm": tof_sigma_mm,
                      "tof_gaussian_kernel_mm": 4.0 * tof_sigma_mm,
                      "tof_fill_min_weight": PAPER_TOF_FILL_MIN_WEIGHT,
                      "dice_threshold_kpa": threshold_kpa, "pixels": "both methods estimate"},
     }
+
+
+def _position_groups(data: SweiTrainingSet, idx: NDArray[np.intp]) -> list[list[int]]:
+    """Rows of ``idx`` per (phantom, probe position), positions in sorted order."""
+    units = [(int(data.phantom_index[s]), int(data.position_index[s])) for s in idx]
+    if not units:
+        raise ValueError("the push-mean protocol needs at least one sequence")
+    return [[i for i, u in enumerate(units) if u == unit] for unit in sorted(set(units))]
+
+
+def _position_truth(data: SweiTrainingSet, idx: NDArray[np.intp], groups: list[list[int]]
+                    ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """True maps (positions, depth, lateral) and backgrounds (positions, 1, 1) of the groups."""
+    truth = np.stack([data.target_map_kpa(int(idx[rows[0]])).astype(np.float64)
+                      for rows in groups])
+    return truth, np.array([_most_common(t) for t in truth])[:, None, None]
+
+
+def push_mean_regions(cnn_kpa: NDArray[np.floating], data: SweiTrainingSet,
+                      indices: Sequence[int] | NDArray[np.intp], *,
+                      threshold_kpa: float = DICE_THRESHOLD_KPA) -> dict[str, Any]:
+    """:func:`region_metrics` of the push-mean maps of one method alone (every pixel it
+    estimates): what a fine-tuning is chosen by on its validation positions, where no ToF is
+    computed. ``cnn_kpa`` is shaped (n, depth, lateral), the maps of sequences ``indices``."""
+    idx = np.asarray(indices, dtype=np.intp)
+    maps = np.asarray(cnn_kpa, dtype=np.float64)
+    if maps.shape != (len(idx), *data.image_shape):
+        raise ValueError(f"maps must be shaped ({len(idx)}, {data.image_shape[0]}, "
+                         f"{data.image_shape[1]}), got {maps.shape}")
+    groups = _position_groups(data, idx)
+    est = np.stack([nanmean_maps(maps[rows]) for rows in groups])
+    truth, bg = _position_truth(data, idx, groups)
+    return region_metrics(est, truth, mask=np.isfinite(est), background_kpa=bg,
+                          threshold_kpa=threshold_kpa)
 
 
 def predict_sequences(model: SpatioTemporalDenseNet, data: SweiTrainingSet,

@@ -65,7 +65,16 @@ def test_every_stage_ran_and_report_is_complete(demo_dir: Path) -> None:
     # inclusion targets from geometry + probe pose + labels agree with the simulated truth
     cnn = state["stages"]["cnn"]["result"]
     assert cnn["geometry_targets_vs_truth"]["dice"] >= 0.98
-    assert cnn["geometry_targets_vs_truth"]["sequences"] == 3 * 3  # 1 training + 2 eval block
+    assert cnn["geometry_targets_vs_truth"]["sequences"] == 4 * 3  # 1 training + 3 eval block
+    # fine-tuning chosen on the validation position by the push-mean protocol, untuned included
+    tried = cnn["finetuning"]["tried"]
+    assert [t["learning_rate"] for t in tried] == [0.0, 1e-3]
+    assert cnn["finetuning"]["validation_sequences"] == 3
+    for t in tried:
+        score = 0.5 * (t["push_mean_inclusion_mae_kpa"] + t["push_mean_background_mae_kpa"])
+        assert t["push_mean_score_kpa"] == pytest.approx(score)
+    best = min(tried, key=lambda t: t["push_mean_score_kpa"])
+    assert cnn["finetuning"]["chosen_learning_rate"] == best["learning_rate"]
 
     html = (demo_dir / "report.html").read_text()
     figures = sorted(p.relative_to(demo_dir).as_posix() for p in demo_dir.rglob("*.png"))
