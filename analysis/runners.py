@@ -141,6 +141,11 @@ def run_displacement(
         raise ValueError(f"method must be 'loupas' or 'kasai', got {method!r}")
     if reference not in ("fixed", "progressive"):
         raise ValueError(f"reference must be 'fixed' or 'progressive', got {reference!r}")
+    if axial_kernel is not None and (
+            isinstance(axial_kernel, bool) or not isinstance(axial_kernel, int | np.integer)
+            or axial_kernel < 1 or axial_kernel % 2 == 0):
+        raise ValueError(f"axial_kernel must be an odd number of samples >= 1, got "
+                         f"{axial_kernel!r}")
     path = str(Path(store_path))
     store = SessionStore.open(path, "a")
     swei = store.table(SWEI_TABLE)
@@ -151,10 +156,6 @@ def run_displacement(
         axial_kernel = default_axial_kernel(
             sampling_frequency=float(attrs["sampling_frequency"]),
             modulation_frequency=float(attrs["modulation_frequency"]))
-    elif isinstance(axial_kernel, bool) or not isinstance(axial_kernel, int | np.integer) or (
-            axial_kernel < 1 or axial_kernel % 2 == 0):
-        raise ValueError(f"axial_kernel must be an odd number of samples >= 1, got "
-                         f"{axial_kernel!r}")
     axial_kernel = int(axial_kernel)
     provenance = {
         "method": method, "reference": reference, "source": f"{SWEI_TABLE}/iq",

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -171,9 +170,6 @@ def analyze_displacement(
     = None,
 ) -> None:
     """Axial displacement of every SWEI sequence (Dask, resumable) -> the `displacement` table."""
-    if axial_kernel is not None and axial_kernel % 2 == 0:
-        raise typer.BadParameter(f"{axial_kernel} is even; the kernel is centred on its pixel",
-                                 param_hint="--axial-kernel")
     log.info("displacement (%s) on %s; %s", method.value,
              f"the Dask scheduler at {scheduler}" if scheduler else "Dask local threads",
              COMPILE_NOTE)
@@ -312,9 +308,6 @@ def predict(
     """Full elasticity maps of every sequence -> maps/cnn_kpa (or maps/NAME_kpa; and PNGs)."""
     from analysis.swei_cnn.runners import run_predict  # lazy: torch, ~1.1 s
 
-    if not re.fullmatch(r"[a-z][a-z0-9_]{0,39}", map_name) or map_name == "tof":
-        raise typer.BadParameter(f"{map_name!r}: lower-case letters, digits and '_', starting "
-                                 "with a letter, at most 40, not 'tof'", param_hint="--map-name")
     with _store_errors(), progress_callback("predict") as progress:
         result = run_predict(store, model_path=model, stride=stride, device=device.value,
                              max_memory_mb=max_memory_mb, on_progress=progress,

@@ -24,7 +24,6 @@ from analysis.swei_cnn.data import (
 )
 from analysis.swei_cnn.evaluate import (
     compare_with_tof,
-    paper_verdicts,
     predict_sequences,
     push_mean_comparison,
     push_mean_regions,
@@ -323,7 +322,6 @@ def stage_cnn(ctx: DemoContext) -> dict[str, Any]:
         comparisons["unseen_concentration"] = unseen
         comparisons.update(_seen_vs_unseen(comparisons["held_out"], unseen,
                                            prof.unseen_concentration))
-    comparisons["verdicts"] = paper_verdicts(comparisons)
     inclusion_all = np.flatnonzero(data.uses_map).tolist()
     return {"model": str(model_path.relative_to(ctx.out_dir)),
             "inclusion_model": str(tuned_path.relative_to(ctx.out_dir)), "roi_px": list(roi),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, replace
 from typing import Any, Literal
@@ -44,6 +45,8 @@ __all__ = [
 ]
 
 MAP_PATH = "maps/cnn_kpa"
+#: What :func:`run_predict` may write: ``maps/NAME_kpa``.
+MAP_PATH_PATTERN = r"maps/[a-z][a-z0-9_]{0,39}_kpa"
 
 
 TargetSource = Literal["auto", "truth", "geometry"]
@@ -283,8 +286,13 @@ def run_predict(
     store holds ``tof_path`` with the same shape. `labels` as in :func:`load_swei_training_set`.
     ``map_path`` (default ``maps/cnn_kpa``) is replaced whole: give each model its own path to
     keep the maps of another (the demo keeps its leave-one-concentration-out model's maps in
-    ``maps/cnn_unseen_kpa``).
+    ``maps/cnn_unseen_kpa``). It must be ``maps/NAME_kpa`` (NAME lower-case letters, digits
+    and ``_``, not ``tof``): a map never replaces a table or the ToF maps.
     """
+    if not isinstance(map_path, str) or not re.fullmatch(MAP_PATH_PATTERN, map_path) or (
+            map_path == "maps/tof_kpa"):
+        raise ValueError(f"map path {map_path!r}: must be maps/NAME_kpa, NAME of lower-case "
+                         "letters, digits and '_' starting with a letter (at most 40), not tof")
     model, card = load_model(model_path, device=device)
     data = load_swei_training_set(store_path, labels=labels)
     idx = np.arange(len(data)) if indices is None else np.asarray(indices, dtype=np.intp)

@@ -88,6 +88,13 @@ def test_run_train_then_predict_writes_maps(tmp_path) -> None:
     np.testing.assert_array_equal(other[:2], maps[:2])
     assert np.isnan(other[2:]).all()
     np.testing.assert_array_equal(SessionStore.open(store).read_array(MAP_PATH), maps)
+    # a map path that would replace a table's array or the ToF maps is refused, nothing written
+    disp = SessionStore.open(store).table("displacement").read("displacement_m")
+    for bad in ("displacement/displacement_m", "maps/tof_kpa", "maps/../swei_kpa", "maps/cnn"):
+        with pytest.raises(ValueError, match="must be maps/NAME_kpa"):
+            run_predict(store, model_path=model_path, map_path=bad)
+    np.testing.assert_array_equal(
+        SessionStore.open(store).table("displacement").read("displacement_m"), disp)
 
 
 def test_inclusion_mask_comes_from_the_truth_map_not_the_label() -> None:

@@ -226,7 +226,9 @@ def test_cli_refuses_bad_arguments(tmp_path: Path) -> None:
     for name in ("../swei/iq", "tof", "Cnn", ""):
         bad_name = runner.invoke(app, ["predict", str(tmp_path), "--model", "m.safetensors",
                                        "--map-name", name])
-        assert bad_name.exit_code == 2 and "--map-name" in bad_name.output, name
+        assert bad_name.exit_code == 2 and "must be maps/NAME_kpa" in bad_name.output, name
+    even = runner.invoke(app, ["analyze", "displacement", str(tmp_path), "--axial-kernel", "4"])
+    assert even.exit_code == 2 and "axial_kernel must be an odd number" in even.output
     bad_sim = runner.invoke(app, ["sim", "serve", "robot"])
     assert bad_sim.exit_code == 2 and "'robot' is not one of 'hexapod'" in bad_sim.output
 
