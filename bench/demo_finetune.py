@@ -88,7 +88,9 @@ def main() -> int:
         f = figures["push_mean"][m]
         print(f"{m}: Dice {f['dice']:.3f}, inclusion MAE {f['inclusion_mae_kpa']:.2f} kPa, "
               f"background MAE {f['background_mae_kpa']:.2f} kPa")
-    print(f"chosen learning rate {finetuning['chosen_learning_rate']:g}; {seconds:.0f} s")
+    fraction = finetuning["chosen_inclusion_window_fraction"]
+    print(f"chosen learning rate {finetuning['chosen_learning_rate']:g}, inclusion window "
+          f"fraction {'uniform' if fraction is None else fraction}; {seconds:.0f} s")
     write_results("demo_finetune", figures, args.out)
     return 0
 

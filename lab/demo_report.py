@@ -166,6 +166,20 @@ def _loco_sentence(ctx: DemoContext) -> str:
             "is scored with ToF on that concentration's held-out positions. ")
 
 
+def _finetuning_sentence(finetuning: dict[str, Any] | None) -> str:
+    """Which fine-tuning the validation position chose (learning rate, window strata)."""
+    if not finetuning or "chosen_learning_rate" not in finetuning:
+        return ""
+    lr = finetuning["chosen_learning_rate"]
+    if not lr:
+        return "; the validation position kept the model before fine-tuning"
+    fraction = finetuning.get("chosen_inclusion_window_fraction")
+    strata = ("window centres uniform over the field" if fraction is None
+              else f"{fraction:g} of the windows centred inside the inclusion")
+    return (f"; chosen on a validation position by the push-mean protocol: learning rate "
+            f"{lr:g}, {strata}")
+
+
 def _cnn_section(ctx: DemoContext, store: SessionStore) -> tuple[ReportSection, dict[str, Any]]:
     cnn = ctx.result("cnn")
     tof = ctx.result("tof")
@@ -198,7 +212,8 @@ def _cnn_section(ctx: DemoContext, store: SessionStore) -> tuple[ReportSection, 
         f"{ctx.profile.window_px} x {ctx.profile.window_px} px windows trained on fold 0 of the "
         f"4-fold position split ({ctx.profile.cnn_profile} profile), maps by dense inference; "
         f"for the inclusion phantom it is fine-tuned ({ctx.profile.finetune_epochs} epochs, as "
-        f"in the paper) on 3/4 of the inclusion probe positions and evaluated on the others. "
+        f"in the paper{_finetuning_sentence(cnn.get('finetuning'))}) on 3/4 of the inclusion "
+        f"probe positions and evaluated on the others. "
         f"{_loco_sentence(ctx)}Metrics over pixels where both methods gave an estimate; Dice at "
         f"{DICE_THRESHOLD_KPA} kPa.",
         tables=[

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from contextlib import AbstractContextManager, nullcontext
@@ -210,9 +211,10 @@ def _push_mean_score(model: Any, data: Any, val: np.ndarray) -> dict[str, Any]:
 
 def _finetune_by_validation(ctx: DemoContext, model_path: Path, data: Any, split: dict[str, Any],
                             roi: tuple[int, int]) -> tuple[Any, Any, dict[str, Any]]:
-    """Fine-tune at each of the profile's learning rates (early stopping on the validation
-    inclusion position's windows) and keep the candidate, the untuned model included, with the
-    best push-mean score on that position (:func:`_push_mean_score`)."""
+    """Fine-tune at each of the profile's learning rates and inclusion window fractions (early
+    stopping on the validation inclusion position's windows) and keep the candidate, the
+    untuned model included, with the best push-mean score on that position
+    (:func:`_push_mean_score`)."""
     prof = ctx.profile
     base = get_profile(prof.cnn_profile)
     val = np.asarray(split["inclusion_tune_val"], dtype=np.intp)
@@ -221,33 +223,40 @@ def _finetune_by_validation(ctx: DemoContext, model_path: Path, data: Any, split
     best_mae = evaluate_windows(model, data, val, profile=base, seed=prof.seed,
                                 roi_px=roi)[1] if val.size else float("inf")
     score = _push_mean_score(model, data, val) if val.size else {}
-    tried.append({"learning_rate": 0.0, "val_mae_kpa": best_mae if val.size else None,
-                  "epochs": 0, **score})
+    tried.append({"learning_rate": 0.0, "inclusion_window_fraction": None,
+                  "val_mae_kpa": best_mae if val.size else None, "epochs": 0, **score})
     best_score = score.get("push_mean_score_kpa")
     best_score = float("inf") if best_score is None else best_score
-    best = (model, 0.0)
+    best: tuple[Any, dict[str, Any]] = (model, tried[0])
     tune = split["inclusion_tune"] + (split["inclusion_train"]
                                       if prof.finetune_with_training_inclusions else [])
-    for lr in prof.finetune_learning_rates:
+    for lr, fraction in itertools.product(prof.finetune_learning_rates,
+                                          prof.finetune_inclusion_fractions):
         candidate, _ = load_model(model_path)
         torch.manual_seed(prof.seed)
-        with _progress(ctx, f"fine-tune on inclusions (lr {lr:g})") as progress:
+        recipe = replace(base, learning_rate=lr, inclusion_window_fraction=fraction,
+                         border_window_fraction=(base.border_window_fraction
+                                                 if fraction is not None else None))
+        strata = "uniform" if fraction is None else f"{fraction:g} inside"
+        with _progress(ctx, f"fine-tune on inclusions (lr {lr:g}, {strata})") as progress:
             result = finetune(candidate, data, epochs=prof.finetune_epochs,
                               indices=np.asarray(tune, dtype=np.intp),
-                              validation=val if val.size else None,
-                              base_profile=replace(base, learning_rate=lr), seed=prof.seed,
-                              roi_px=roi, on_progress=progress)
+                              validation=val if val.size else None, base_profile=recipe,
+                              seed=prof.seed, roi_px=roi, on_progress=progress)
         metrics = result.metrics_dict()
         val_mae = metrics["best"]["val_mae_kpa"] if metrics["best"] else None
         score = _push_mean_score(candidate, data, val) if val.size else {}
-        tried.append({"learning_rate": lr, "val_mae_kpa": val_mae,
-                      "epochs": len(result.history), "best_epoch": result.best_epoch, **score})
+        tried.append({"learning_rate": lr, "inclusion_window_fraction": fraction,
+                      "val_mae_kpa": val_mae, "epochs": len(result.history),
+                      "best_epoch": result.best_epoch, **score})
         if not val.size:  # nothing to choose by: the last fine-tuning is kept
-            best = (candidate, lr)
+            best = (candidate, tried[-1])
         elif score["push_mean_score_kpa"] is not None and (
                 score["push_mean_score_kpa"] < best_score):
-            best_score, best = score["push_mean_score_kpa"], (candidate, lr)
-    return best[0], card, {"tried": tried, "chosen_learning_rate": best[1],
+            best_score, best = score["push_mean_score_kpa"], (candidate, tried[-1])
+    return best[0], card, {"tried": tried, "chosen_learning_rate": best[1]["learning_rate"],
+                           "chosen_inclusion_window_fraction":
+                               best[1]["inclusion_window_fraction"],
                            "chosen_by": "push-mean (inclusion + background MAE) / 2 on the "
                                         "validation position",
                            "validation_sequences": val.size}
@@ -267,9 +276,10 @@ def _geometry_vs_truth(ctx: DemoContext, data: Any, indices: list[int]) -> dict[
 
 def stage_cnn(ctx: DemoContext) -> dict[str, Any]:
     """Train on fold 0 (plus the inclusion training blocks), fine-tune on the tune inclusion
-    positions (learning rate chosen on a validation position), map the held-out test sequences
-    and the other inclusion positions, compare with ToF per sequence and with [SWEI]'s
-    push-mean protocol; with ``unseen_concentration`` also train without that concentration."""
+    positions (learning rate and window strata chosen on a validation position), map the
+    held-out test sequences and the other inclusion positions, compare with ToF per sequence
+    and with [SWEI]'s push-mean protocol; with ``unseen_concentration`` also train without
+    that concentration."""
     depth_m, lateral_m = _grid(ctx)
     prof = ctx.profile
     split = ctx.result("tof")["split"]

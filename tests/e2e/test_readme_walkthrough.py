@@ -23,6 +23,10 @@ from lab.cli import app
 from lab.store import SessionStore
 from lab.verify import verify_store
 
+# Whole demo runs: minutes on a quiet machine, about ten times that with 12 busy processes
+# (`../shared/tools/under-load`); the suite-wide timeout (pyproject) is for everything else.
+pytestmark = pytest.mark.timeout(2400)
+
 ROOT = Path(__file__).resolve().parents[2]
 SECTION = "### Analysing a dataset offline"
 

@@ -28,6 +28,7 @@ def test_the_plan_check_refuses_a_compression_beyond_the_force_limit() -> None:
     assert any("compression force limit" in p and "0.07" in p for p in problems)
 
 
+@pytest.mark.timeout(2400)  # two smoke demo sessions: 5 min with 12 busy processes
 def test_a_seed_repeats_the_profile_on_new_data(tmp_path) -> None:
     """--seed N: new speckle, training inclusion blocks and lab noise; seed 0 is the profile;
     a demo directory of one seed is never resumed with another."""
