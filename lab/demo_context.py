@@ -120,7 +120,7 @@ PROFILES: dict[str, DemoProfile] = {
         cnn_profile="quick", cnn_max_steps=None, flow_training_pairs=64, flow_epochs=6,
         study_pairs=12, study_shape=(600, 96), training_inclusion_blocks=8,
         training_inclusion_positions=3, unseen_concentration=10.0,
-        # six fine-tunings: two rates (1e-4 never won on the study's validation positions)
+        # six fine-tunings: two rates (1e-4 won on none of the validation positions measured)
         # with three strata
         finetune_learning_rates=(3e-4, 1e-3),
     ),

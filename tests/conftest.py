@@ -11,8 +11,8 @@ import torch
 
 # One intra-op thread for torch in the suite: the networks here are tiny, and torch's OpenMP
 # workers spin while they wait, so with two of them a training that takes seconds stalled past
-# the 300 s test timeout on a machine saturated by other processes (under-load, 12 busy
-# processes). Training with more threads is the product's choice, not the tests'.
+# the (then 300 s) test timeout on a machine saturated by other processes (under-load, 12
+# busy processes). Training with more threads is the product's choice, not the tests'.
 torch.set_num_threads(1)
 
 # Process-wide pools created on first use and kept for the life of the process by design.
