@@ -90,7 +90,8 @@ def main() -> int:
               f"background MAE {f['background_mae_kpa']:.2f} kPa")
     fraction = finetuning["chosen_inclusion_window_fraction"]
     print(f"chosen learning rate {finetuning['chosen_learning_rate']:g}, inclusion window "
-          f"fraction {'uniform' if fraction is None else fraction}; {seconds:.0f} s")
+          f"fraction {'uniform' if fraction is None else fraction}, "
+          f"{finetuning.get('loss', 'mse')} loss; {seconds:.0f} s")
     write_results("demo_finetune", figures, args.out)
     return 0
 

@@ -65,13 +65,17 @@ class DemoProfile:
     training_inclusion_positions: int = 3
     #: Fine-tuning learning rates, each tried with each of ``finetune_inclusion_fractions``; the
     #: candidate (the untuned model included) with the best push-mean score on the validation
-    #: inclusion position is kept.
+    #: inclusion position (the worse region's relative MAE) is kept.
     finetune_learning_rates: tuple[float, ...] = (1e-4, 3e-4, 1e-3)
     #: Share of the fine-tuning windows centred inside inclusions, tried with each learning
     #: rate (None: centres uniform over the field, so inclusion and background weigh by area as
     #: the background MAE does; 0.5: the training's stratification, which weighs the inclusion
     #: more and can pull the whole background up while it fits the inclusion's contrast).
     finetune_inclusion_fractions: tuple[float | None, ...] = (0.5, 0.25, None)
+    #: Loss of the fine-tuning (training keeps its profile's, [SWEI]'s MSE): "l1" fits the
+    #: median, so the inclusion's large early errors do not shift the whole background (MSE
+    #: fine-tuning lifted the far background of study seed 0 by 5.7 kPa).
+    finetune_loss: Literal["mse", "l1"] = "l1"
     #: Fine-tune on the training inclusion blocks too, not only the evaluation block's tune
     #: positions (more inclusion windows; keeps the other contrasts from being forgotten).
     finetune_with_training_inclusions: bool = False
@@ -102,9 +106,10 @@ PROFILES: dict[str, DemoProfile] = {
         cnn_profile="quick", cnn_max_steps=None, flow_training_pairs=64, flow_epochs=6,
         study_pairs=12, study_shape=(600, 96), training_inclusion_blocks=4,
         unseen_concentration=10.0,
-        # four fine-tunings (the 10 min budget: six took the demo to 9.5 min, and 3e-4 did not
-        # win): two rates, the training's strata or by area
-        finetune_learning_rates=(1e-4, 1e-3), finetune_inclusion_fractions=(0.5, None),
+        # four fine-tunings (the 10 min budget: six took the demo to 9.5 min): two rates, the
+        # training's strata or by area (with the L1 loss, 1e-3 with the 0.5 strata lifted this
+        # background to 12.5 kPa; 3e-4 with 0.5 is what the validation position chose)
+        finetune_learning_rates=(1e-4, 3e-4), finetune_inclusion_fractions=(0.5, None),
     ),
     # A larger CPU run (under an hour on a loaded 2-core machine): six concentrations (the
     # paper's 5-17.5 %), 1.25x the positions, twice the inclusion training blocks, 1.5x the

@@ -176,8 +176,11 @@ def _finetuning_sentence(finetuning: dict[str, Any] | None) -> str:
     fraction = finetuning.get("chosen_inclusion_window_fraction")
     strata = ("window centres uniform over the field" if fraction is None
               else f"{fraction:g} of the windows centred inside the inclusion")
-    return (f"; chosen on a validation position by the push-mean protocol: learning rate "
-            f"{lr:g}, {strata}")
+    loss = {"l1": "absolute-error loss", "mse": "squared-error loss"}.get(
+        finetuning.get("loss", "mse"), "")
+    return (f"; chosen on a validation position by the push-mean protocol (the worse of the "
+            f"inclusion's and the background's relative MAE): learning rate {lr:g}, {strata}, "
+            f"{loss}")
 
 
 def _cnn_section(ctx: DemoContext, store: SessionStore) -> tuple[ReportSection, dict[str, Any]]:

@@ -28,7 +28,9 @@ def _mae(estimate: NDArray, truth: NDArray, mask: NDArray[np.bool_]) -> dict[str
     if not (mask & np.isfinite(estimate)).any():
         return None
     mae, std = mean_absolute_error(estimate, truth, mask=mask)
-    return {"mae_kpa": mae, "std_kpa": std, "pixels": int((mask & np.isfinite(estimate)).sum())}
+    use = mask & np.isfinite(estimate)
+    return {"mae_kpa": mae, "std_kpa": std, "pixels": int(use.sum()),
+            "true_mean_kpa": float(np.mean(truth[use]))}
 
 
 def _most_common(values: NDArray[np.floating]) -> float:
@@ -63,8 +65,9 @@ def map_metrics(
     -------
     metrics : dict
         ``overall`` / ``by_concentration`` / ``by_push`` MAE entries (``mae_kpa``, ``std_kpa``,
-        ``pixels``), ``pcc``, ``failed_fraction`` and, when inclusion sequences are present,
-        ``inclusion``, ``background`` and ``dice``.
+        ``pixels``, ``true_mean_kpa``: the truth's mean over those pixels), ``pcc``,
+        ``failed_fraction`` and, when inclusion sequences are present, ``inclusion``,
+        ``background`` and ``dice``.
     """
     idx = np.asarray(indices, dtype=np.intp)
     est = np.asarray(estimate_kpa, dtype=np.float64)
@@ -159,7 +162,8 @@ def region_metrics(
     -------
     dict
         ``dice`` (over the masked pixels; None when none), ``inclusion`` and ``background``
-        MAE entries (``mae_kpa``, ``std_kpa``, ``pixels``; None when empty), ``overall``.
+        MAE entries (``mae_kpa``, ``std_kpa``, ``pixels``, ``true_mean_kpa``; None when empty),
+        ``overall``.
     """
     est = np.asarray(estimate_kpa, dtype=np.float64)
     truth = np.asarray(truth_kpa, dtype=np.float64)

@@ -227,3 +227,35 @@ def test_stratified_validation_weighs_inclusion_and_background_alike() -> None:
     for prof in (uniform, stratified):
         assert evaluate_windows(model, data, np.array([0]), profile=prof,
                                 roi_px=(h, w))[1] == pytest.approx(0.0, abs=1e-3)
+
+
+@pytest.mark.parametrize(("loss", "optimum_kpa"), [("mse", 36.0), ("l1", 20.0)])
+def test_loss_fits_the_mean_or_the_median(loss: str, optimum_kpa: float) -> None:
+    """Every sequence shows the same displacement, eight labelled 20 kPa and two 100 kPa: the
+    best answer is the mean (36 kPa) under squared error and the median (20 kPa) under absolute
+    error, where the minority does not pull the prediction (why the demo fine-tunes with L1)."""
+    from analysis.swei_cnn.data import WindowCache
+
+    n = 10
+    field = np.random.default_rng(0).normal(size=(35, 14, 16)).astype(np.float32)
+    labels = np.array([20.0] * 8 + [100.0] * 2)
+    data = SweiTrainingSet(np.repeat(field[None], n, axis=0), labels, np.ones(n, int),
+                           np.arange(n), np.arange(n), np.full(n, 7.5))
+    # seeds 0-2 end at 35.6-37.1 kPa (mse) and 19.5-20.0 kPa (l1)
+    profile = TrainingProfile(loss, epochs=20, batch_size=20, learning_rate=1e-2,
+                              lr_decay_start_epoch=10, lr_decay_every=2, windows_per_sequence=8,
+                              loss=loss)
+    split = Split(np.arange(n), np.array([], np.intp), np.array([], np.intp), {})
+    torch.manual_seed(0)
+    model = swei_cnn(5, growth_rate=4, head_hidden=8)
+    train(model, data, split, profile=profile, roi_px=(4, 4), seed=0)
+    cache = WindowCache(data, [0], window_px=5, roi_px=(4, 4))
+    x, _ = cache.batch(cache.draw(np.random.default_rng(1), windows_per_sequence=64))
+    with torch.no_grad():
+        prediction = float(model(x).mean())
+    assert prediction == pytest.approx(optimum_kpa, abs=4.0), prediction
+
+
+def test_unknown_loss_is_refused() -> None:
+    with pytest.raises(ValueError, match="loss must be 'mse' or 'l1'"):
+        replace(_tiny_profile(), loss="huber")  # type: ignore[arg-type]

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from lab.cli import app
 from lab.demo import STAGE_NAMES, run_demo
 from lab.demo_context import DemoError
-from lab.gelatin import youngs_modulus_kpa
+from lab.gelatin import DICE_THRESHOLD_KPA, youngs_modulus_kpa
 from lab.store import SessionStore
 from lab.verify import verify_store
 
@@ -75,10 +75,14 @@ def test_every_stage_ran_and_report_is_complete(demo_dir: Path) -> None:
     assert [(t["learning_rate"], t["inclusion_window_fraction"]) for t in tried] == [
         (0.0, None), (1e-3, 0.5), (1e-3, None)]
     assert cnn["finetuning"]["validation_sequences"] == 3
-    for t in tried:
-        score = 0.5 * (t["push_mean_inclusion_mae_kpa"] + t["push_mean_background_mae_kpa"])
-        assert t["push_mean_score_kpa"] == pytest.approx(score)
-    best = min(tried, key=lambda t: t["push_mean_score_kpa"])
+    assert cnn["finetuning"]["loss"] == "l1"
+    for t in tried:  # the score: the worse of the two regions' relative MAE
+        true = t["push_mean_true_kpa"]
+        assert true["inclusion"] > DICE_THRESHOLD_KPA > true["background"]
+        score = max(t["push_mean_inclusion_mae_kpa"] / true["inclusion"],
+                    t["push_mean_background_mae_kpa"] / true["background"])
+        assert t["push_mean_score"] == pytest.approx(score)
+    best = min(tried, key=lambda t: t["push_mean_score"])
     assert cnn["finetuning"]["chosen_learning_rate"] == best["learning_rate"]
     assert cnn["finetuning"]["chosen_inclusion_window_fraction"] == (
         best["inclusion_window_fraction"])
@@ -95,6 +99,7 @@ def test_every_stage_ran_and_report_is_complete(demo_dir: Path) -> None:
     chosen = ("kept the model before fine-tuning" if best["learning_rate"] == 0.0
               else f"learning rate {best['learning_rate']:g}, ")
     assert chosen in html  # the report names the fine-tuning the validation position chose
+    assert best["learning_rate"] == 0.0 or "absolute-error loss" in html
     assert verify_store(demo_dir / "session.zarr").clean
 
 
