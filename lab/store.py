@@ -334,6 +334,15 @@ def _check_table_attrs(path: Path, where: str, attrs: Mapping[str, Any]) -> None
                                         f"{str(rec)[:80]}")
 
 
+def _members(group: zarr.Group) -> list[tuple[str, Any]]:
+    """A group's members. Plain files beside them are expected and not warned about: the
+    session log, the runner lock, and the ``*.partial`` files zarr writes a chunk to before
+    renaming it (seen by a reader, such as the monitor, while a session writes)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*not recognized as a component")
+        return list(group.members())
+
+
 def _check_session_attrs(path: Path, attrs: Mapping[str, Any]) -> None:
     """Root attributes the runner reads back: progress, config, plan."""
     progress = attrs.get("progress")
@@ -363,9 +372,7 @@ def _check_structure(path: Path, root: zarr.Group) -> None:
 
     def walk(group: zarr.Group, where: str) -> None:
         try:
-            with warnings.catch_warnings():  # plain files (logs, the runner lock) are expected
-                warnings.filterwarnings("ignore", message=".*not recognized as a component")
-                members = list(group.members())
+            members = _members(group)
         except Exception as exc:  # JSON, OSError (ELOOP, EACCES), zarr metadata errors
             raise _damaged(path, where or "/", f"metadata of a member cannot be read "
                                                f"({type(exc).__name__}: {exc})") from exc
@@ -504,7 +511,7 @@ class SessionStore:
         found: list[str] = []
 
         def walk(group: zarr.Group, prefix: str) -> None:
-            for name, member in sorted(group.members()):
+            for name, member in sorted(_members(group)):
                 if isinstance(member, zarr.Group) and not (prefix == "" and name == LOG_DIR):
                     path = f"{prefix}{name}"
                     if "row_dim" in member.attrs:
