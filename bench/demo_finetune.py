@@ -8,7 +8,11 @@ Nothing is written into ``DIR``. Variants are overrides of the training profile'
 (``--training KEY=VALUE``, e.g. ``validation_inclusion_fraction=0.5``) or the demo profile's
 (``--demo KEY=VALUE``, e.g. ``finetune_with_training_inclusions=true``); values are JSON.
 
-    .venv/bin/python bench/demo_finetune.py DIR [--training K=V ...] [--demo K=V ...]
+    .venv/bin/python bench/demo_finetune.py DIR [--profile P] [--seed N] [--training K=V ...]
+        [--demo K=V ...]
+
+``--profile`` and ``--seed`` are those the demo ran with (checked against its state; the
+fine-tuning is seeded with the seed, as in the demo).
 
 Writes ``bench/results/demo_finetune.json`` (the variant, the learning rates tried with their
 validation MAE, the CNN and ToF Dice / inclusion / background MAE, the wall time). The training
@@ -31,7 +35,7 @@ from analysis.swei_cnn.evaluate import predict_sequences, push_mean_comparison
 from analysis.swei_cnn.runners import load_swei_training_set
 from bench._common import parser, write_results
 from lab import demo_stages
-from lab.demo_context import PROFILES, STATE_FILE, DemoContext, DemoState
+from lab.demo_context import PROFILES, STATE_FILE, DemoContext, DemoState, profile_hash
 from lab.store import SessionStore
 
 #: The module (the package's ``train`` name is the function): its PROFILES are overridden.
@@ -52,14 +56,19 @@ def main() -> int:
     p = parser(__doc__.splitlines()[0])
     p.add_argument("demo_dir", type=Path)
     p.add_argument("--profile", default="default", choices=sorted(PROFILES))
+    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--training", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--demo", action="append", default=[], metavar="KEY=VALUE")
     args = p.parse_args()
     training, demo = _overrides(args.training), _overrides(args.demo)
-    profile = replace(PROFILES[args.profile], **demo)
+    ran_with = replace(PROFILES[args.profile], seed=args.seed)
+    state = DemoState.load(args.demo_dir / STATE_FILE)
+    if state.profile_hash != profile_hash(ran_with):
+        raise SystemExit(f"{args.demo_dir} was not made with --profile {args.profile} --seed "
+                         f"{args.seed} (or with another version of that profile)")
+    profile = replace(ran_with, **demo)
     base = _TRAIN_MODULE.PROFILES[profile.cnn_profile]
     _TRAIN_MODULE.PROFILES[profile.cnn_profile] = replace(base, **training)
-    state = DemoState.load(args.demo_dir / STATE_FILE)
     if "cnn" not in state.stages:
         raise SystemExit(f"{args.demo_dir}: the demo's cnn stage is not done")
     ctx = DemoContext(args.demo_dir, profile, state, show_progress=False)
