@@ -25,10 +25,10 @@ from lab.gelatin import DICE_THRESHOLD_KPA
 
 
 def _mae(estimate: NDArray, truth: NDArray, mask: NDArray[np.bool_]) -> dict[str, float] | None:
-    if not (mask & np.isfinite(estimate)).any():
+    use = mask & np.isfinite(estimate)
+    if not use.any():
         return None
     mae, std = mean_absolute_error(estimate, truth, mask=mask)
-    use = mask & np.isfinite(estimate)
     return {"mae_kpa": mae, "std_kpa": std, "pixels": int(use.sum()),
             "true_mean_kpa": float(np.mean(truth[use]))}
 
